@@ -1,0 +1,169 @@
+"""The catalog: source specs, template files and recipes, built-in and the user's own.
+
+Nothing is registered at import time; a ``Catalog`` is a plain value built from folders, so two
+catalogs (say, a test's and the built-in one) never interfere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CatalogError
+from .models import Recipe, SourceSpec, TemplateFile, TemplateSpec
+from .yamlfile import load_model
+
+
+def builtin_root() -> Path:
+    """Where the shipped catalog lives: inside the installed package, or the source checkout."""
+    here = Path(__file__).resolve().parent
+    for root in (here / "_catalog", here.parent):
+        if (root / "sources").is_dir() and (root / "recipes").is_dir():
+            return root
+    raise CatalogError(f"built-in catalog not found next to {here}; reinstall instructmix")
+
+
+@dataclass(frozen=True)
+class Source:
+    spec: SourceSpec
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def sample_path(self) -> Path:
+        """The sample file: next to the spec, or in the ``data/`` folder beside ``sources/``."""
+        if self.spec.sample is None:
+            raise CatalogError(f"{self.path}: source {self.name!r} has no bundled sample")
+        rel = self.spec.sample.file
+        for base in (self.path.parent, self.path.parent.parent / "data"):
+            candidate = base / rel
+            if candidate.is_file():
+                return candidate
+        raise CatalogError(
+            f"{self.path}: sample.file {rel!r} not found in {self.path.parent} "
+            f"or {self.path.parent.parent / 'data'}"
+        )
+
+
+@dataclass(frozen=True)
+class Template:
+    spec: TemplateSpec
+    source: str
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+@dataclass(frozen=True)
+class Catalog:
+    sources: dict[str, Source] = field(default_factory=dict)
+    templates: dict[str, tuple[Template, ...]] = field(default_factory=dict)
+    recipes: dict[str, Path] = field(default_factory=dict)
+
+    def source(self, name: str) -> Source:
+        if name not in self.sources:
+            known = ", ".join(sorted(self.sources)) or "none"
+            raise CatalogError(f"unknown source {name!r} (known: {known})")
+        return self.sources[name]
+
+    def templates_for(self, name: str) -> tuple[Template, ...]:
+        return self.templates.get(name, ())
+
+    def clusters(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for src in sorted(self.sources.values(), key=lambda s: s.name):
+            out.setdefault(src.spec.cluster, []).append(src.name)
+        return out
+
+    def recipe_path(self, name_or_path: str | Path) -> Path:
+        path = Path(name_or_path)
+        if path.suffix in {".yaml", ".yml"} or path.exists():
+            if not path.is_file():
+                raise CatalogError(f"{path}: no such recipe file")
+            return path
+        if str(name_or_path) not in self.recipes:
+            known = ", ".join(sorted(self.recipes)) or "none"
+            raise CatalogError(f"unknown recipe {name_or_path!r} (known: {known})")
+        return self.recipes[str(name_or_path)]
+
+
+def load_catalog(
+    source_dirs: Sequence[Path] = (),
+    template_dirs: Sequence[Path] = (),
+    recipe_dirs: Sequence[Path] = (),
+    *,
+    builtin: bool = True,
+) -> Catalog:
+    """Read every source, template and recipe file; user folders add to the built-in ones."""
+    roots = [builtin_root()] if builtin else []
+    src_dirs = [r / "sources" for r in roots] + [Path(d) for d in source_dirs]
+    tpl_dirs = [r / "templates" for r in roots] + [Path(d) for d in template_dirs]
+    rec_dirs = [r / "recipes" for r in roots] + [Path(d) for d in recipe_dirs]
+
+    sources: dict[str, Source] = {}
+    for path in _yaml_files(src_dirs):
+        spec = load_model(path, SourceSpec)
+        if spec.name in sources:
+            raise CatalogError(
+                f"{path}: source {spec.name!r} is already defined in {sources[spec.name].path}"
+            )
+        sources[spec.name] = Source(spec, path)
+
+    templates: dict[str, list[Template]] = {}
+    for path in _yaml_files(tpl_dirs):
+        tfile = load_model(path, TemplateFile)
+        if tfile.source not in sources:
+            raise CatalogError(f"{path}: templates for unknown source {tfile.source!r}")
+        existing = templates.setdefault(tfile.source, [])
+        taken = {t.id: t.path for t in existing}
+        for spec in tfile.templates:
+            if spec.id in taken:
+                raise CatalogError(
+                    f"{path}: template id {spec.id!r} of source {tfile.source!r} "
+                    f"is already defined in {taken[spec.id]}"
+                )
+            existing.append(Template(spec, tfile.source, path))
+
+    recipes = {p.stem: p for p in _yaml_files(rec_dirs)}
+    return Catalog(sources, {k: tuple(v) for k, v in templates.items()}, recipes)
+
+
+def _yaml_files(dirs: Iterable[Path]) -> list[Path]:
+    files: list[Path] = []
+    for d in dirs:
+        if not d.is_dir():
+            raise CatalogError(f"{d}: catalog folder does not exist")
+        files.extend(sorted([*d.glob("*.yaml"), *d.glob("*.yml")]))
+    return files
+
+
+def load_recipe(path: Path) -> Recipe:
+    return load_model(path, Recipe)
+
+
+def catalog_for_recipe(
+    recipe_path: Path | None,
+    recipe: Recipe | None,
+    source_dirs: Sequence[Path],
+    template_dirs: Sequence[Path],
+) -> Catalog:
+    """The catalog a recipe runs against: built-in, CLI folders, then folders the recipe names."""
+    extra_src = list(source_dirs)
+    extra_tpl = list(template_dirs)
+    if recipe is not None and recipe_path is not None:
+        base = recipe_path.parent
+        extra_src += [(base / d).resolve() for d in recipe.catalog.sources]
+        extra_tpl += [(base / d).resolve() for d in recipe.catalog.templates]
+    return load_catalog(_dedup(extra_src), _dedup(extra_tpl))
+
+
+def _dedup(paths: Iterable[Path]) -> list[Path]:
+    seen: dict[Path, None] = {}
+    for p in paths:
+        seen.setdefault(Path(p).resolve(), None)
+    return list(seen)

@@ -1,0 +1,320 @@
+"""The ``instructmix`` command line: a thin layer over the public API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .catalog import load_catalog
+from .errors import PipelineError
+from .export import export_stage, push_to_hub
+from .models import Manifest
+from .progress import NullProgress, Progress, RichProgress
+from .run import run_recipe
+from .stages import load_stage, mix_stage, render_stage, validate_stage
+
+app = typer.Typer(
+    name="instructmix",
+    help="Build FLAN-style instruction-tuning mixtures: load -> render -> validate -> mix -> export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+sources_app = typer.Typer(help="Inspect the source catalog.", no_args_is_help=True)
+templates_app = typer.Typer(help="Inspect the template catalog.", no_args_is_help=True)
+recipes_app = typer.Typer(help="Inspect the recipe catalog.", no_args_is_help=True)
+app.add_typer(sources_app, name="sources")
+app.add_typer(templates_app, name="templates")
+app.add_typer(recipes_app, name="recipes")
+
+T = TypeVar("T")
+DataChoice = Literal["sample", "hub"]
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder (created if missing).")]
+DataOpt = Annotated[
+    str,
+    typer.Option("--data", help="'sample': the bundled real samples (offline); 'hub': full Hub datasets."),
+]
+SourcesOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--sources", help="Extra folder of source specs (repeatable)."),
+]
+TemplatesOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--templates", help="Extra folder of template files (repeatable)."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the run manifest as JSON on stdout.")]
+RecipeArg = Annotated[
+    str | None,
+    typer.Argument(help="Recipe file or catalog recipe name; default: the bundled 'default'."),
+]
+
+
+def _progress(quiet: bool, as_json: bool) -> Progress:
+    return NullProgress() if quiet or as_json or not sys.stderr.isatty() else RichProgress()
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except PipelineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _data(value: str) -> DataChoice:
+    if value not in ("sample", "hub"):
+        typer.echo(f"error: --data must be 'sample' or 'hub', not {value!r}", err=True)
+        raise typer.Exit(2)
+    return value  # type: ignore[return-value]
+
+
+def _report(manifest: Manifest, quiet: bool, as_json: bool, stage: str) -> None:
+    if as_json:
+        typer.echo(manifest.model_dump_json(indent=2))
+        return
+    if quiet:
+        return
+    console = Console()
+    console.print(summary_table(manifest, stage))
+    rules = rejects_by_rule(manifest)
+    if rules:
+        rt = Table(title="Rejects by rule")
+        rt.add_column("rule")
+        rt.add_column("count", justify="right")
+        for rule, n in sorted(rules.items(), key=lambda kv: -kv[1]):
+            rt.add_row(rule, str(n))
+        console.print(rt)
+    problems = manifest.check()
+    for p in problems:
+        console.print(f"[red]accounting: {p}")
+    if "export" in manifest.stages_done:
+        console.print(f"dataset: {manifest.export.get('path')}")
+
+
+def rejects_by_rule(manifest: Manifest) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for counts in manifest.sources.values():
+        for rule, n in counts.rejected_by_rule.items():
+            out[rule] = out.get(rule, 0) + n
+    return out
+
+
+def summary_table(manifest: Manifest, stage: str) -> Table:
+    cols = [
+        ("source", "source"),
+        ("examples_in", "examples in"),
+        ("examples_rejected", "ex. rejected"),
+        ("examples_capped", "ex. capped"),
+        ("records_rendered", "records"),
+        ("records_rejected", "rec. rejected"),
+        ("records_accepted", "accepted"),
+        ("records_selected", "selected"),
+    ]
+    table = Table(title=f"instructmix {stage}: {manifest.recipe.get('name')}")
+    for _, title in cols:
+        table.add_column(title, justify="left" if title == "source" else "right")
+    totals: dict[str, int] = {}
+    for name, counts in sorted(manifest.sources.items()):
+        row = [name]
+        for key, _ in cols[1:]:
+            value = getattr(counts, key)
+            totals[key] = totals.get(key, 0) + value
+            row.append(f"{value:,}")
+        table.add_row(*row)
+    table.add_row("total", *[f"{totals.get(k, 0):,}" for k, _ in cols[1:]], style="bold")
+    return table
+
+
+@app.command()
+def run(
+    recipe: RecipeArg = None,
+    out: OutOpt = Path("output"),
+    data: DataOpt = "sample",
+    sources: SourcesOpt = None,
+    templates: TemplatesOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every stage: load, render, validate, mix and export into OUT/dataset."""
+    progress = _progress(quiet, as_json)
+    manifest = _guard(lambda: run_recipe(recipe, out, data=_data(data), source_dirs=sources or [],
+                                         template_dirs=templates or [], progress=progress))
+    _report(manifest, quiet, as_json, "run")
+
+
+@app.command()
+def load(
+    recipe: RecipeArg = None,
+    out: OutOpt = Path("output"),
+    data: DataOpt = "sample",
+    sources: SourcesOpt = None,
+    templates: TemplatesOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stage 1: read the recipe's sources into OUT/examples (caps pushed down)."""
+    progress = _progress(quiet, as_json)
+    manifest = _guard(lambda: load_stage(
+        Path(recipe) if recipe else None, out, data=_data(data), source_dirs=sources or [],
+        template_dirs=templates or [], progress=progress))
+    _report(manifest, quiet, as_json, "load")
+
+
+@app.command()
+def render(out: OutOpt = Path("output"), quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+    """Stage 2: render OUT/examples with their templates into OUT/rendered."""
+    manifest = _guard(lambda: render_stage(out, progress=_progress(quiet, as_json)))
+    _report(manifest, quiet, as_json, "render")
+
+
+@app.command()
+def validate(out: OutOpt = Path("output"), quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+    """Stage 3: check every rendered record; good ones to OUT/valid, others to OUT/rejects."""
+    manifest = _guard(lambda: validate_stage(out, progress=_progress(quiet, as_json)))
+    _report(manifest, quiet, as_json, "validate")
+
+
+@app.command()
+def mix(out: OutOpt = Path("output"), quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+    """Stage 4: select each source's share and shuffle into OUT/mixed."""
+    manifest = _guard(lambda: mix_stage(out, progress=_progress(quiet, as_json)))
+    _report(manifest, quiet, as_json, "mix")
+
+
+@app.command()
+def export(
+    out: OutOpt = Path("output"),
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Folder to write the dataset to (default OUT/dataset), or 'hub'."),
+    ] = None,
+    repo_id: Annotated[
+        str | None, typer.Option("--repo-id", help="Hub dataset repo (user/name) for --to hub.")
+    ] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stage 5: write the Hub-style folder (parquet shards, card, dataset_info.json); push with --to hub."""
+    progress = _progress(quiet, as_json)
+    if to == "hub":
+        if not repo_id:
+            typer.echo("error: --to hub needs --repo-id USER/NAME", err=True)
+            raise typer.Exit(2)
+        manifest = _guard(lambda: export_stage(out, progress=progress))
+        url = _guard(lambda: push_to_hub(Path(manifest.export["path"]), repo_id, private=private))
+        if not quiet and not as_json:
+            typer.echo(f"pushed to {url}", err=True)
+    else:
+        manifest = _guard(lambda: export_stage(out, to=Path(to) if to else None, progress=progress))
+    _report(manifest, quiet, as_json, "export")
+
+
+def _catalog(sources: list[Path] | None, templates: list[Path] | None) -> Any:
+    return _guard(lambda: load_catalog(sources or [], templates or []))
+
+
+@sources_app.command("list")
+def sources_list(
+    sources: SourcesOpt = None, templates: TemplatesOpt = None, as_json: JsonOpt = False
+) -> None:
+    """List every source with its cluster, licence and template count."""
+    catalog = _catalog(sources, templates)
+    rows = [
+        {"name": s.name, "cluster": s.spec.cluster, "task": s.spec.task, "license": s.spec.license,
+         "hub": s.spec.hub.id, "templates": len(catalog.templates_for(s.name))}
+        for s in sorted(catalog.sources.values(), key=lambda s: s.name)
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="sources")
+    for col in ("name", "cluster", "task", "license", "hub", "templates"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(r[c]) for c in ("name", "cluster", "task", "license", "hub", "templates")))
+    Console().print(table)
+
+
+@sources_app.command("show")
+def sources_show(
+    name: Annotated[str, typer.Argument(help="Source name.")],
+    sources: SourcesOpt = None,
+    templates: TemplatesOpt = None,
+) -> None:
+    """Show one source spec (as loaded, with defaults) and where it came from."""
+    catalog = _catalog(sources, templates)
+    src = _guard(lambda: catalog.source(name))
+    payload = {"path": str(src.path), **src.spec.model_dump(mode="json"),
+               "templates": [t.id for t in catalog.templates_for(name)]}
+    typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+@templates_app.command("list")
+def templates_list(
+    source: Annotated[str | None, typer.Argument(help="Only this source's templates.")] = None,
+    sources: SourcesOpt = None,
+    templates: TemplatesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List templates per source with their flags."""
+    catalog = _catalog(sources, templates)
+    names = [source] if source else sorted(catalog.templates)
+    if source:
+        _guard(lambda: catalog.source(source))
+    rows = [
+        {"source": n, "id": t.id, "inverted": t.spec.inverted,
+         "choices": t.spec.answer_choices is not None, "file": str(t.path)}
+        for n in names for t in catalog.templates_for(n)
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="templates")
+    for col in ("source", "id", "inverted", "choices"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["source"], r["id"], str(r["inverted"]), str(r["choices"]))
+    Console().print(table)
+
+
+@recipes_app.command("list")
+def recipes_list(as_json: JsonOpt = False) -> None:
+    """List the bundled recipes."""
+    catalog = _catalog(None, None)
+    rows = {name: str(path) for name, path in sorted(catalog.recipes.items())}
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for name, path in rows.items():
+        typer.echo(f"{name}\t{path}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"instructmix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    """instructmix command line."""
+
+
+def main() -> None:
+    app()

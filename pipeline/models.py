@@ -1,0 +1,380 @@
+"""Data contracts: everything users write and everything the pipeline writes.
+
+Every file a user edits (source spec, template file, recipe) is parsed into one of these models,
+so a typo fails early with the file, line and field at fault (see ``yamlfile.py``). Everything the
+pipeline writes (records, rejects, the manifest) is described here too, so the export contract
+lives in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
+Slug = Annotated[str, Field(pattern=SLUG_PATTERN)]
+
+CLUSTERS = (
+    "nli",
+    "commonsense",
+    "sentiment",
+    "paraphrase",
+    "closed_book_qa",
+    "struct_to_text",
+    "reading_comprehension",
+    "reading_comprehension_commonsense",
+    "coreference",
+    "summarization",
+    "translation",
+    "misc",
+    "math",
+    "topic_classification",
+    "intent_classification",
+    "emotion_classification",
+)
+
+VARIANTS = ("zero_shot", "few_shot", "cot", "inverted")
+
+# Names that templates see besides the features; a feature may not shadow them.
+RESERVED_CONTEXT_NAMES = frozenset({"names", "answer_choices", "example_id", "source"})
+
+
+class Strict(BaseModel):
+    """Base for user-written files: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- sources
+
+ScalarType = Literal[
+    "string", "int", "float", "bool", "list[string]", "list[int]", "list[list[string]]", "any"
+]
+
+
+class ClassLabel(Strict):
+    """A label stored as an int index into ``names``, as the Hub's ClassLabel feature does."""
+
+    names: list[str] = Field(min_length=1)
+
+    @field_validator("names")
+    @classmethod
+    def _unique(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("label names must be unique")
+        return names
+
+
+class SequenceOfClassLabel(Strict):
+    """A multi-label field: a list of ClassLabel ints (the Hub's ``Sequence(ClassLabel)``)."""
+
+    sequence: ClassLabel
+
+
+FeatureType = ScalarType | ClassLabel | SequenceOfClassLabel
+
+
+class FieldMap(Strict):
+    """How one raw column becomes one feature value."""
+
+    column: str = Field(description="Raw column name in the file or Hub dataset.")
+    split: str | None = Field(
+        default=None, description="Split a delimited string into a list (e.g. '4,27')."
+    )
+    values: dict[str, str | int] | None = Field(
+        default=None,
+        description="Map raw values (compared as strings) to feature values or label names.",
+    )
+
+
+class HubSpec(Strict):
+    """Where the full dataset lives on the Hugging Face Hub."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
+    config: str | None = None
+    revision: str | None = None
+    splits: list[str] = Field(default_factory=lambda: ["train"], min_length=1)
+    id_field: str | None = Field(
+        default=None, description="Hub column holding a stable example id, if any."
+    )
+
+
+class CsvOptions(Strict):
+    delimiter: str = ","
+    column_names: list[str] | None = None
+    quoting: Literal[0, 1, 2, 3] = Field(
+        default=0, description="Python csv quoting constant; 3 (QUOTE_NONE) for raw TSV."
+    )
+
+
+class SampleSpec(Strict):
+    """A bundled (or user-provided) local file with real examples of the task."""
+
+    file: str = Field(description="Path relative to the catalog's data folder or the spec file.")
+    format: Literal["json", "csv", "parquet"] | None = Field(
+        default=None, description="Inferred from the file extension when omitted."
+    )
+    split: str = Field(description="Which split of the original dataset the file comes from.")
+    csv: CsvOptions | None = None
+    json_field: str | None = Field(
+        default=None, description="Read the list under this key of a JSON object file."
+    )
+    id_field: str | None = Field(
+        default=None, description="Raw column holding a stable example id, if any."
+    )
+    fields: dict[str, str | FieldMap] = Field(
+        default_factory=dict,
+        description="feature name -> raw column (or FieldMap); unnamed features map by name.",
+    )
+
+    @field_validator("file")
+    @classmethod
+    def _relative(cls, path: str) -> str:
+        if path.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", path):
+            raise ValueError("sample file must be a relative path inside the catalog")
+        return path
+
+
+class SourceSpec(Strict):
+    """One NLP task: where it lives and the schema templates render against."""
+
+    name: Slug
+    task: str = Field(min_length=1, description="Human-readable task name.")
+    cluster: str = Field(pattern=SLUG_PATTERN)
+    description: str = ""
+    language: str = "en"
+    license: str = Field(min_length=1)
+    citation: str = ""
+    homepage: str = ""
+    hub: HubSpec
+    sample: SampleSpec | None = None
+    features: dict[str, FeatureType] = Field(min_length=1)
+    rationale: str | None = Field(
+        default=None, description="Feature holding a worked rationale (for chain-of-thought)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SourceSpec:
+        clash = RESERVED_CONTEXT_NAMES & set(self.features)
+        if clash:
+            raise ValueError(f"feature names {sorted(clash)} are reserved for the template context")
+        if self.sample:
+            unknown = set(self.sample.fields) - set(self.features)
+            if unknown:
+                raise ValueError(f"sample.fields maps unknown features {sorted(unknown)}")
+        if self.rationale and self.rationale not in self.features:
+            raise ValueError(f"rationale names unknown feature {self.rationale!r}")
+        return self
+
+
+# --------------------------------------------------------------------------- templates
+
+
+class TemplateMetadata(Strict):
+    original_task: bool = True
+    choices_in_prompt: bool = False
+    metrics: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+
+
+class TemplateSpec(Strict):
+    """One phrasing of a task. Every text field is Jinja rendered against one example."""
+
+    id: Slug
+    instruction: str = Field(min_length=1)
+    input: str | None = None
+    output: str = Field(min_length=1)
+    answer_choices: str | list[str] | None = Field(
+        default=None,
+        description="A list of choices (each Jinja) or one Jinja string split on '|||'.",
+    )
+    system: str | None = None
+    inverted: bool = Field(default=False, description="The task turned around (FLAN).")
+    metadata: TemplateMetadata = Field(default_factory=TemplateMetadata)
+
+
+class TemplateFile(Strict):
+    source: Slug
+    templates: list[TemplateSpec] = Field(min_length=1)
+
+    @field_validator("templates")
+    @classmethod
+    def _unique_ids(cls, templates: list[TemplateSpec]) -> list[TemplateSpec]:
+        seen: set[str] = set()
+        for template in templates:
+            if template.id in seen:
+                raise ValueError(f"duplicate template id {template.id!r}")
+            seen.add(template.id)
+        return templates
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+class Mixing(Strict):
+    strategy: Literal["proportional", "temperature", "weights"] = "proportional"
+    cap: int | None = Field(
+        default=3000, ge=1, description="Most records one source may contribute (FLAN: 3k)."
+    )
+    temperature: float = Field(default=1.0, gt=0)
+    weights: dict[str, float] = Field(default_factory=dict)
+    size: int | None = Field(default=None, ge=1, description="Total records; default: all.")
+
+    @model_validator(mode="after")
+    def _weights_given(self) -> Mixing:
+        if self.strategy == "weights" and not self.weights:
+            raise ValueError("strategy 'weights' needs a 'weights' mapping")
+        if any(w < 0 for w in self.weights.values()):
+            raise ValueError("weights must be >= 0")
+        return self
+
+
+class Limits(Strict):
+    max_prompt_chars: int = Field(default=32_000, ge=1)
+    max_output_chars: int = Field(default=16_000, ge=1)
+
+
+class CatalogDirs(Strict):
+    sources: list[str] = Field(default_factory=list)
+    templates: list[str] = Field(default_factory=list)
+
+
+class ExportSpec(Strict):
+    shard_rows: int = Field(default=100_000, ge=1)
+    row_group_rows: int = Field(default=10_000, ge=1)
+    pretty_name: str | None = None
+
+
+class Recipe(Strict):
+    name: Slug
+    description: str = ""
+    seed: int = 0
+    sources: list[str] = Field(default_factory=list)
+    clusters: list[str] = Field(default_factory=list)
+    held_out_clusters: list[str] = Field(default_factory=list)
+    templates_per_example: int | Literal["all"] = "all"
+    mixing: Mixing = Field(default_factory=Mixing)
+    validation_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    system: str | None = Field(default=None, description="System prompt for every record.")
+    limits: Limits = Field(default_factory=Limits)
+    catalog: CatalogDirs = Field(default_factory=CatalogDirs)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+
+    @model_validator(mode="after")
+    def _something_selected(self) -> Recipe:
+        if not self.sources and not self.clusters:
+            raise ValueError("a recipe must name 'sources' or 'clusters'")
+        if isinstance(self.templates_per_example, int) and self.templates_per_example < 1:
+            raise ValueError("templates_per_example must be >= 1 or 'all'")
+        return self
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Record(BaseModel):
+    """One instruction example: the row of the export's default config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    messages: list[Message] = Field(min_length=2)
+    source: str
+    task: str
+    cluster: str
+    template_id: str
+    variant: Literal["zero_shot", "few_shot", "cot", "inverted"]
+    answer_choices: list[str] | None
+    example_id: str
+    split: str
+    language: str
+    license: str
+
+    @field_validator("messages")
+    @classmethod
+    def _alternating(cls, messages: list[Message]) -> list[Message]:
+        turns = messages[1:] if messages[0].role == "system" else messages
+        expected = ["user", "assistant"] * (len(turns) // 2 + 1)
+        if not turns or [m.role for m in turns] != expected[: len(turns)]:
+            raise ValueError("messages must alternate user/assistant after an optional system turn")
+        if turns[-1].role != "assistant":
+            raise ValueError("messages must end on an assistant turn")
+        return messages
+
+
+class Reject(BaseModel):
+    """Why one example or one record did not make it, with enough to find it again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Literal["load", "render", "validate"]
+    source: str
+    split: str
+    example_id: str | None
+    template_id: str | None
+    rule: str
+    message: str
+    locator: str = Field(description="File and row (or Hub dataset and index) of the example.")
+
+
+class SourceCounts(BaseModel):
+    """Per-source accounting. Invariants (checked by ``Manifest.check``):
+
+    examples_in == examples_rejected + examples_capped + examples_rendered
+    records_rendered == records_accepted + records_rejected
+    records_accepted == records_selected + records_dropped_by_mix
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    examples_in: int = 0
+    examples_rejected: int = 0
+    examples_capped: int = 0
+    examples_rendered: int = 0
+    records_target: int = 0
+    records_rendered: int = 0
+    records_rejected: int = 0
+    records_accepted: int = 0
+    records_selected: int = 0
+    records_dropped_by_mix: int = 0
+    rejected_by_rule: dict[str, int] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instructmix_version: str
+    recipe: dict[str, Any]
+    recipe_path: str | None = None
+    recipe_fingerprint: str
+    catalog_dirs: dict[str, list[str]] = Field(default_factory=dict)
+    data: Literal["sample", "hub"]
+    stages_done: list[str] = Field(default_factory=list)
+    sources: dict[str, SourceCounts] = Field(default_factory=dict)
+    inputs: dict[str, str] = Field(default_factory=dict, description="source -> input fingerprint")
+    splits: dict[str, int] = Field(default_factory=dict)
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    export: dict[str, Any] = Field(default_factory=dict)
+
+    def check(self) -> list[str]:
+        """Every way the counts fail to add up, as sentences (empty when they add up)."""
+        problems = []
+        for name, c in self.sources.items():
+            if c.examples_in != c.examples_rejected + c.examples_capped + c.examples_rendered:
+                problems.append(f"{name}: examples_in != rejected + capped + rendered")
+            if c.records_rendered != c.records_accepted + c.records_rejected:
+                problems.append(f"{name}: records_rendered != accepted + rejected")
+            if "mix" in self.stages_done and (
+                c.records_accepted != c.records_selected + c.records_dropped_by_mix
+            ):
+                problems.append(f"{name}: records_accepted != selected + dropped_by_mix")
+        return problems

@@ -1,0 +1,215 @@
+"""The run folder: where each stage reads the previous stage's output and writes its own.
+
+    <out>/manifest.json            counts per source, stages done, timings
+    <out>/examples/<source>.parquet   load: normalised examples (after the pushed-down cap)
+    <out>/rendered/<source>.parquet   render: records, one per (example, template)
+    <out>/valid/<source>.parquet      validate: records that passed every rule
+    <out>/mixed/<split>.parquet       mix: the selected, shuffled mixture
+    <out>/rejects/<stage>/<source>.jsonl   every example or record left out, with its reason
+    <out>/dataset/                 export: the Hub-style folder
+
+Every file is written under a temporary name and renamed into place, so a file that exists is
+complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import RunFolderError
+from .models import Manifest, Reject
+
+MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("messages", pa.list_(MESSAGE_TYPE)),
+        ("source", pa.string()),
+        ("task", pa.string()),
+        ("cluster", pa.string()),
+        ("template_id", pa.string()),
+        ("variant", pa.string()),
+        ("answer_choices", pa.list_(pa.string())),
+        ("example_id", pa.string()),
+        ("split", pa.string()),
+        ("language", pa.string()),
+        ("license", pa.string()),
+    ]
+)
+
+EXAMPLE_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("split", pa.string()),
+        ("locator", pa.string()),
+        ("fields", pa.string()),  # JSON: sources differ in schema; one file layout serves all
+        ("key", pa.uint64()),
+    ]
+)
+
+STAGES = ("load", "render", "validate", "mix", "export")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        # mkstemp makes 0600 files; outputs are meant to be shared like any other file.
+        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextmanager
+def atomic_text(path: Path) -> Iterator[IO[str]]:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        yield fh
+
+
+class ParquetSink:
+    """Writes record batches to one parquet file, atomically; an empty file still has a schema."""
+
+    def __init__(self, path: Path, schema: pa.Schema, row_group_rows: int = 10_000) -> None:
+        self.path = path
+        self.schema = schema
+        self.row_group_rows = row_group_rows
+        self.rows = 0
+        self._ctx = atomic_path(path)
+        tmp = self._ctx.__enter__()
+        self._writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+
+    def write_table(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(table, row_group_size=self.row_group_rows)
+            self.rows += table.num_rows
+
+    def close(self) -> None:
+        self._writer.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        self._writer.close()
+        try:
+            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        except RuntimeError:
+            pass
+
+    def __enter__(self) -> ParquetSink:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class RejectSink:
+    """Rejects of one stage and source as JSON lines, renamed into place when complete."""
+
+    def __init__(self, path: Path) -> None:
+        self._ctx = atomic_text(path)
+        self._fh = self._ctx.__enter__()
+        self.by_rule: dict[str, int] = {}
+
+    def add(self, reject: Reject) -> None:
+        self._fh.write(reject.model_dump_json() + "\n")
+        self.by_rule[reject.rule] = self.by_rule.get(reject.rule, 0) + 1
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_rule.values())
+
+    def __enter__(self) -> RejectSink:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._ctx.__exit__(exc_type, exc, tb)
+
+
+class RunFolder:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def examples(self, source: str) -> Path:
+        return self.root / "examples" / f"{source}.parquet"
+
+    def rendered(self, source: str) -> Path:
+        return self.root / "rendered" / f"{source}.parquet"
+
+    def valid(self, source: str) -> Path:
+        return self.root / "valid" / f"{source}.parquet"
+
+    def mixed(self, split: str) -> Path:
+        return self.root / "mixed" / f"{split}.parquet"
+
+    def rejects(self, stage: str, source: str) -> Path:
+        return self.root / "rejects" / stage / f"{source}.jsonl"
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "dataset"
+
+    def read_manifest(self, needs: str | None = None) -> Manifest:
+        if not self.manifest_path.is_file():
+            raise RunFolderError(
+                f"{self.root}: no manifest.json here; run `instructmix load` (or `run`) first"
+            )
+        try:
+            manifest = Manifest.model_validate_json(self.manifest_path.read_text("utf-8"))
+        except ValueError as exc:
+            raise RunFolderError(f"{self.manifest_path}: unreadable manifest: {exc}") from None
+        if needs is not None and needs not in manifest.stages_done:
+            raise RunFolderError(
+                f"{self.root}: stage {needs!r} has not run here yet; run `instructmix {needs}` first"
+            )
+        return manifest
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        with atomic_text(self.manifest_path) as fh:
+            fh.write(manifest.model_dump_json(indent=2) + "\n")
+
+
+def read_batches(path: Path, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
+    if not path.is_file():
+        raise RunFolderError(f"{path}: missing; rerun the stage that writes it")
+    pf = pq.ParquetFile(path)
+    yield from pf.iter_batches(batch_size=batch_rows)
+
+
+def reject_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
