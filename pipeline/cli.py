@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -84,7 +85,8 @@ def _report(manifest: Manifest, quiet: bool, as_json: bool, stage: str) -> None:
         return
     if quiet:
         return
-    console = Console()
+    # Piped output gets a fixed width so the table is never cut to 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(summary_table(manifest, stage))
     rules = rejects_by_rule(manifest)
     if rules:
@@ -112,26 +114,30 @@ def rejects_by_rule(manifest: Manifest) -> dict[str, int]:
 def summary_table(manifest: Manifest, stage: str) -> Table:
     cols = [
         ("source", "source"),
-        ("examples_in", "examples in"),
-        ("examples_rejected", "ex. rejected"),
-        ("examples_capped", "ex. capped"),
+        ("examples_in", "examples"),
+        ("examples_rejected", "ex.rej"),
+        ("examples_capped", "capped"),
         ("records_rendered", "records"),
-        ("records_rejected", "rec. rejected"),
-        ("records_accepted", "accepted"),
+        ("records_rejected", "rec.rej"),
+        ("records_accepted", "valid"),
         ("records_selected", "selected"),
     ]
-    table = Table(title=f"instructmix {stage}: {manifest.recipe.get('name')}")
-    for _, title in cols:
-        table.add_column(title, justify="left" if title == "source" else "right")
+    table = Table(title=f"instructmix {stage}: {manifest.recipe.get('name')}", box=box.SIMPLE_HEAD,
+                  caption="examples in = rejected + capped + rendered; "
+                  "records = rejected + valid; valid >= selected")
+    table.add_column("source", no_wrap=True)
+    table.add_column("cluster", no_wrap=True)
+    for _, title in cols[1:]:
+        table.add_column(title, justify="right", no_wrap=True)
     totals: dict[str, int] = {}
     for name, counts in sorted(manifest.sources.items()):
-        row = [name]
+        row = [name, counts.cluster]
         for key, _ in cols[1:]:
             value = getattr(counts, key)
             totals[key] = totals.get(key, 0) + value
             row.append(f"{value:,}")
         table.add_row(*row)
-    table.add_row("total", *[f"{totals.get(k, 0):,}" for k, _ in cols[1:]], style="bold")
+    table.add_row("total", "", *[f"{totals.get(k, 0):,}" for k, _ in cols[1:]], style="bold")
     return table
 
 

@@ -336,6 +336,7 @@ class SourceCounts(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    cluster: str = ""
     examples_in: int = 0
     examples_rejected: int = 0
     examples_capped: int = 0

@@ -142,6 +142,7 @@ def load_stage(
             counts = _load_source(folder, recipe, catalog, name, opened[name], data,
                                   plans[name].examples_needed, advance)
             counts.records_target = plans[name].records_target
+            counts.cluster = catalog.source(name).spec.cluster
             manifest.sources[name] = counts
             manifest.inputs[name] = _fingerprint_source(catalog, name, opened[name])
     manifest.stages_done = ["load"]

@@ -29,13 +29,16 @@ def load_model(path: Path, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        # A misspelt key also makes the real key "missing"; the misspelling is the cause.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        error = errors[0]
         loc = tuple(error["loc"])
+        msg = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
         line = _line_of(node, loc) if node is not None else None
         where = f"{path}:{line}" if line else str(path)
         field = ".".join(str(p) for p in loc) or "(top level)"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise CatalogError(f"{where}: {field}: {error['msg']}{more}") from None
+        raise CatalogError(f"{where}: {field}: {msg}{more}") from None
 
 
 def _read_text(path: Path) -> str:
