@@ -7,13 +7,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .catalog import Catalog, Source, Template, builtin_root, load_catalog  # noqa: E402
-from .errors import CatalogError, PipelineError, RunFolderError, SourceError  # noqa: E402
-from .export import export_stage, push_to_hub  # noqa: E402
-from .models import Manifest, Recipe, Record, Reject, SourceSpec, TemplateSpec  # noqa: E402
-from .render import RenderError, render_one  # noqa: E402
-from .run import run_recipe  # noqa: E402
-from .stages import load_stage, mix_stage, render_stage, validate_stage  # noqa: E402
+from .catalog import Catalog, Source, Template, builtin_root, load_catalog
+from .errors import CatalogError, PipelineError, RunFolderError, SourceError
+from .export import export_stage, push_to_hub
+from .models import Manifest, Recipe, Record, Reject, SourceSpec, TemplateSpec
+from .render import RenderError, render_one
+from .run import run_recipe
+from .stages import load_stage, mix_stage, render_stage, validate_stage
 
 __all__ = [
     "Catalog",

@@ -121,13 +121,13 @@ def load_catalog(
             raise CatalogError(f"{path}: templates for unknown source {tfile.source!r}")
         existing = templates.setdefault(tfile.source, [])
         taken = {t.id: t.path for t in existing}
-        for spec in tfile.templates:
-            if spec.id in taken:
+        for tspec in tfile.templates:
+            if tspec.id in taken:
                 raise CatalogError(
-                    f"{path}: template id {spec.id!r} of source {tfile.source!r} "
-                    f"is already defined in {taken[spec.id]}"
+                    f"{path}: template id {tspec.id!r} of source {tfile.source!r} "
+                    f"is already defined in {taken[tspec.id]}"
                 )
-            existing.append(Template(spec, tfile.source, path))
+            existing.append(Template(tspec, tfile.source, path))
 
     recipes = {p.stem: p for p in _yaml_files(rec_dirs)}
     return Catalog(sources, {k: tuple(v) for k, v in templates.items()}, recipes)

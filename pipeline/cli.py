@@ -24,7 +24,7 @@ from .stages import load_stage, mix_stage, render_stage, validate_stage
 
 app = typer.Typer(
     name="instructmix",
-    help="Build FLAN-style instruction-tuning mixtures: load -> render -> validate -> mix -> export.",
+    help="Build FLAN-style instruction-tuning mixtures: load, render, validate, mix, export.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -42,7 +42,9 @@ DataChoice = Literal["sample", "hub"]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder (created if missing).")]
 DataOpt = Annotated[
     str,
-    typer.Option("--data", help="'sample': the bundled real samples (offline); 'hub': full Hub datasets."),
+    typer.Option(
+        "--data", help="'sample': the bundled real samples (offline); 'hub': full Hub datasets."
+    ),
 ]
 SourcesOpt = Annotated[
     list[Path] | None,
@@ -122,9 +124,12 @@ def summary_table(manifest: Manifest, stage: str) -> Table:
         ("records_accepted", "valid"),
         ("records_selected", "selected"),
     ]
-    table = Table(title=f"instructmix {stage}: {manifest.recipe.get('name')}", box=box.SIMPLE_HEAD,
-                  caption="examples in = rejected + capped + rendered; "
-                  "records = rejected + valid; valid >= selected")
+    table = Table(
+        title=f"instructmix {stage}: {manifest.recipe.get('name')}",
+        box=box.SIMPLE_HEAD,
+        caption="examples in = rejected + capped + rendered; "
+        "records = rejected + valid; valid >= selected",
+    )
     table.add_column("source", no_wrap=True)
     table.add_column("cluster", no_wrap=True)
     for _, title in cols[1:]:
@@ -153,8 +158,16 @@ def run(
 ) -> None:
     """Run every stage: load, render, validate, mix and export into OUT/dataset."""
     progress = _progress(quiet, as_json)
-    manifest = _guard(lambda: run_recipe(recipe, out, data=_data(data), source_dirs=sources or [],
-                                         template_dirs=templates or [], progress=progress))
+    manifest = _guard(
+        lambda: run_recipe(
+            recipe,
+            out,
+            data=_data(data),
+            source_dirs=sources or [],
+            template_dirs=templates or [],
+            progress=progress,
+        )
+    )
     _report(manifest, quiet, as_json, "run")
 
 
@@ -170,9 +183,16 @@ def load(
 ) -> None:
     """Stage 1: read the recipe's sources into OUT/examples (caps pushed down)."""
     progress = _progress(quiet, as_json)
-    manifest = _guard(lambda: load_stage(
-        Path(recipe) if recipe else None, out, data=_data(data), source_dirs=sources or [],
-        template_dirs=templates or [], progress=progress))
+    manifest = _guard(
+        lambda: load_stage(
+            Path(recipe) if recipe else None,
+            out,
+            data=_data(data),
+            source_dirs=sources or [],
+            template_dirs=templates or [],
+            progress=progress,
+        )
+    )
     _report(manifest, quiet, as_json, "load")
 
 
@@ -184,7 +204,9 @@ def render(out: OutOpt = Path("output"), quiet: QuietOpt = False, as_json: JsonO
 
 
 @app.command()
-def validate(out: OutOpt = Path("output"), quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+def validate(
+    out: OutOpt = Path("output"), quiet: QuietOpt = False, as_json: JsonOpt = False
+) -> None:
     """Stage 3: check every rendered record; good ones to OUT/valid, others to OUT/rejects."""
     manifest = _guard(lambda: validate_stage(out, progress=_progress(quiet, as_json)))
     _report(manifest, quiet, as_json, "validate")
@@ -202,16 +224,20 @@ def export(
     out: OutOpt = Path("output"),
     to: Annotated[
         str | None,
-        typer.Option("--to", help="Folder to write the dataset to (default OUT/dataset), or 'hub'."),
+        typer.Option(
+            "--to", help="Folder to write the dataset to (default OUT/dataset), or 'hub'."
+        ),
     ] = None,
     repo_id: Annotated[
         str | None, typer.Option("--repo-id", help="Hub dataset repo (user/name) for --to hub.")
     ] = None,
-    private: Annotated[bool, typer.Option("--private", help="Create the Hub repo private.")] = False,
+    private: Annotated[
+        bool, typer.Option("--private", help="Create the Hub repo private.")
+    ] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stage 5: write the Hub-style folder (parquet shards, card, dataset_info.json); push with --to hub."""
+    """Stage 5: write the Hub-style folder (shards, card, dataset_info.json); --to hub pushes it."""
     progress = _progress(quiet, as_json)
     if to == "hub":
         if not repo_id:
@@ -237,8 +263,14 @@ def sources_list(
     """List every source with its cluster, licence and template count."""
     catalog = _catalog(sources, templates)
     rows = [
-        {"name": s.name, "cluster": s.spec.cluster, "task": s.spec.task, "license": s.spec.license,
-         "hub": s.spec.hub.id, "templates": len(catalog.templates_for(s.name))}
+        {
+            "name": s.name,
+            "cluster": s.spec.cluster,
+            "task": s.spec.task,
+            "license": s.spec.license,
+            "hub": s.spec.hub.id,
+            "templates": len(catalog.templates_for(s.name)),
+        }
         for s in sorted(catalog.sources.values(), key=lambda s: s.name)
     ]
     if as_json:
@@ -248,7 +280,9 @@ def sources_list(
     for col in ("name", "cluster", "task", "license", "hub", "templates"):
         table.add_column(col)
     for r in rows:
-        table.add_row(*(str(r[c]) for c in ("name", "cluster", "task", "license", "hub", "templates")))
+        table.add_row(
+            *(str(r[c]) for c in ("name", "cluster", "task", "license", "hub", "templates"))
+        )
     Console().print(table)
 
 
@@ -261,8 +295,11 @@ def sources_show(
     """Show one source spec (as loaded, with defaults) and where it came from."""
     catalog = _catalog(sources, templates)
     src = _guard(lambda: catalog.source(name))
-    payload = {"path": str(src.path), **src.spec.model_dump(mode="json"),
-               "templates": [t.id for t in catalog.templates_for(name)]}
+    payload = {
+        "path": str(src.path),
+        **src.spec.model_dump(mode="json"),
+        "templates": [t.id for t in catalog.templates_for(name)],
+    }
     typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
 
 
@@ -279,9 +316,15 @@ def templates_list(
     if source:
         _guard(lambda: catalog.source(source))
     rows = [
-        {"source": n, "id": t.id, "inverted": t.spec.inverted,
-         "choices": t.spec.answer_choices is not None, "file": str(t.path)}
-        for n in names for t in catalog.templates_for(n)
+        {
+            "source": n,
+            "id": t.id,
+            "inverted": t.spec.inverted,
+            "choices": t.spec.answer_choices is not None,
+            "file": str(t.path),
+        }
+        for n in names
+        for t in catalog.templates_for(n)
     ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

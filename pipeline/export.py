@@ -58,7 +58,9 @@ def export_stage(
         variants.update(column.to_pylist())
     with progress.task("export", sum(manifest.splits.values())) as advance:
         for split, rows in manifest.splits.items():
-            files[split] = _write_shards(folder.mixed(split), data_dir, split, rows, recipe, advance)
+            files[split] = _write_shards(
+                folder.mixed(split), data_dir, split, rows, recipe, advance
+            )
     with atomic_text(target / "README.md") as fh:
         fh.write(dataset_card(manifest, recipe, catalog, files, variants))
     with atomic_text(target / "dataset_info.json") as fh:
@@ -81,7 +83,9 @@ def _write_shards(
         start = i * recipe.export.shard_rows
         part = table.slice(start, recipe.export.shard_rows)
         name = f"{split}-{i:05d}-of-{n_shards:05d}.parquet"
-        with ParquetSink(data_dir / name, _schema_with_features(), recipe.export.row_group_rows) as s:
+        with ParquetSink(
+            data_dir / name, _schema_with_features(), recipe.export.row_group_rows
+        ) as s:
             s.write_table(part.replace_schema_metadata(_schema_with_features().metadata))
         names.append(f"data/{name}")
         advance(part.num_rows)
@@ -92,11 +96,18 @@ def _schema_with_features() -> pa.Schema:
     # The `huggingface` metadata fixes the feature types datasets reports (e.g. messages as a
     # list of {role, content}) instead of leaving them to inference from the first shard.
     features = {
-        "id": _value(), "messages": {"feature": {"role": _value(), "content": _value()},
-                                     "_type": "List"},
-        "source": _value(), "task": _value(), "cluster": _value(), "template_id": _value(),
-        "variant": _value(), "answer_choices": {"feature": _value(), "_type": "List"},
-        "example_id": _value(), "split": _value(), "language": _value(), "license": _value(),
+        "id": _value(),
+        "messages": {"feature": {"role": _value(), "content": _value()}, "_type": "List"},
+        "source": _value(),
+        "task": _value(),
+        "cluster": _value(),
+        "template_id": _value(),
+        "variant": _value(),
+        "answer_choices": {"feature": _value(), "_type": "List"},
+        "example_id": _value(),
+        "split": _value(),
+        "language": _value(),
+        "license": _value(),
     }
     meta = {"info": {"features": features}}
     return RECORD_SCHEMA.with_metadata({b"huggingface": json.dumps(meta).encode()})
@@ -128,8 +139,14 @@ def llamafactory_info(name: str, files: dict[str, list[str]]) -> dict[str, Any]:
 
 
 def _size_category(n: int) -> str:
-    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
-              (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+    bounds = [
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+        (100_000_000, "10M<n<100M"),
+    ]
     for bound, label in bounds:
         if n < bound:
             return label
@@ -167,7 +184,8 @@ def dataset_card(
         f"# {header['pretty_name']}",
         "",
         f"An instruction-tuning mixture built by instructmix {manifest.instructmix_version} from "
-        f"recipe `{recipe.name}` (seed {recipe.seed}, fingerprint `{manifest.recipe_fingerprint}`), "
+        f"recipe `{recipe.name}` (seed {recipe.seed}, "
+        f"fingerprint `{manifest.recipe_fingerprint}`), "
         f"from the {'bundled samples' if manifest.data == 'sample' else 'full Hub datasets'}. "
         f"The same recipe and seed rebuild these files byte for byte.",
         "",
@@ -185,8 +203,10 @@ def dataset_card(
     for name, counts in sorted(used.items()):
         s = specs[name]
         share = counts.records_selected / total if total else 0.0
-        lines.append(f"| {name} | {s.cluster} | {s.task} | {s.license} | "
-                     f"{counts.records_selected} | {share:.1%} |")
+        lines.append(
+            f"| {name} | {s.cluster} | {s.task} | {s.license} | "
+            f"{counts.records_selected} | {share:.1%} |"
+        )
     lines += ["", "## Variants", "", "| variant | records |", "|---|---|"]
     lines += [f"| {v} | {n} |" for v, n in sorted(variants.items())]
     lines += [
@@ -211,13 +231,26 @@ def dataset_card(
         s = specs[name]
         cite = " ".join(s.citation.split()) if s.citation else "(no citation given)"
         lines.append(f"- **{name}** ({s.license}; {s.homepage or s.hub.id}): {cite}")
-    lines += ["", "## Load", "", "```python", "from datasets import load_dataset", "",
-              'ds = load_dataset("path/or/repo-id")', "```", ""]
+    lines += [
+        "",
+        "## Load",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        'ds = load_dataset("path/or/repo-id")',
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def push_to_hub(
-    folder: Path, repo_id: str, *, private: bool = False, token: str | None = None,
+    folder: Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
     api: Any = None,
 ) -> str:
     """Upload an export folder as a dataset repo; the token comes from the environment or the

@@ -95,15 +95,22 @@ def _open_sample(source: Source, datasets: Any) -> SplitData:
         )
     except Exception as exc:
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(f"{path}: cannot read as {fmt} for source {source.name!r}: {cause}") from None
+        raise SourceError(
+            f"{path}: cannot read as {fmt} for source {source.name!r}: {cause}"
+        ) from None
     _check_columns(source, ds.column_names, str(path), hub_mode=False)
     return SplitData(sample.split, ds, str(path))
 
 
 def _format_of(filename: str) -> str:
     name = filename.lower()
-    for ext, fmt in ((".jsonl", "json"), (".json", "json"), (".csv", "csv"), (".tsv", "csv"),
-                     (".parquet", "parquet")):
+    for ext, fmt in (
+        (".jsonl", "json"),
+        (".json", "json"),
+        (".csv", "csv"),
+        (".tsv", "csv"),
+        (".parquet", "parquet"),
+    ):
         if name.endswith(ext):
             return fmt
     raise SourceError(f"{filename}: cannot tell the format from the extension; set sample.format")
@@ -180,8 +187,11 @@ def _normalise(
         example_id = stable_id(spec.name, split, canonical)[:16]
     if example_id in seen:
         return BadRow(
-            split, example_id, "duplicate_example_id",
-            f"example id {example_id!r} already used at {seen[example_id]} ({locator})", locator,
+            split,
+            example_id,
+            "duplicate_example_id",
+            f"example id {example_id!r} already used at {seen[example_id]} ({locator})",
+            locator,
         )
     seen[example_id] = locator
     return Example(example_id, split, fields, locator)
@@ -210,7 +220,9 @@ def _map_values(name: str, value: Any, table: dict[str, str | int]) -> Any:
         if key is None:
             return None
         if key not in table:
-            raise RowError("bad_label", f"field {name!r}: value {v!r} is not in the spec's values map")
+            raise RowError(
+                "bad_label", f"field {name!r}: value {v!r} is not in the spec's values map"
+            )
         return table[key]
 
     return [one(v) for v in value] if isinstance(value, list) else one(value)
@@ -256,12 +268,14 @@ def _scalar(name: str, value: Any, ftype: str) -> Any:
         elif ftype == "list[string]":
             if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
                 return [str(v) for v in value]
-        elif ftype == "list[int]":
-            if isinstance(value, list):
-                return [int(v) for v in value]
-        elif ftype == "list[list[string]]":
-            if isinstance(value, list) and all(isinstance(v, list) for v in value):
-                return [[str(x) for x in v] for v in value]
+        elif ftype == "list[int]" and isinstance(value, list):
+            return [int(v) for v in value]
+        elif (
+            ftype == "list[list[string]]"
+            and isinstance(value, list)
+            and all(isinstance(v, list) for v in value)
+        ):
+            return [[str(x) for x in v] for v in value]
     except (TypeError, ValueError):
         pass
     shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."

@@ -33,9 +33,7 @@ class SourcePlan:
         return self.examples_available * self.templates_per_example
 
 
-def plan_mixture(
-    mixing: Mixing, sizes: Mapping[str, tuple[int, int]]
-) -> dict[str, SourcePlan]:
+def plan_mixture(mixing: Mixing, sizes: Mapping[str, tuple[int, int]]) -> dict[str, SourcePlan]:
     """``sizes`` maps source -> (examples available, templates per example)."""
     names = sorted(sizes)
     possible = {n: sizes[n][0] * sizes[n][1] for n in names}
@@ -103,7 +101,11 @@ def split_of(seed: int, source: str, example_id: str, validation_fraction: float
     """Split by example, not by record, so no example leaks from train into validation."""
     if validation_fraction <= 0:
         return "train"
-    return "validation" if stable_unit(seed, "split", source, example_id) < validation_fraction else "train"
+    return (
+        "validation"
+        if stable_unit(seed, "split", source, example_id) < validation_fraction
+        else "train"
+    )
 
 
 def smallest(keys: Sequence[int], k: int) -> set[int]:

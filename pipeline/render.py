@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .catalog import Source, Template
 from .load import Example
@@ -52,14 +53,19 @@ class RenderError(Exception):
 
 
 class CompiledTemplate:
-    """A template's Jinja compiled once per process; a syntax error is kept and reported per record."""
+    """A template's Jinja, compiled once per process.
+
+    A syntax error is kept and reported on every record the template would have made.
+    """
 
     def __init__(self, env: jinja2.Environment, template: Template) -> None:
         self.template = template
         self.error: RenderError | None = None
         spec = template.spec
         self._parts: dict[str, Callable[[dict[str, Any]], str] | None] = {}
-        self._choices: list[Callable[[dict[str, Any]], str]] | Callable[[dict[str, Any]], str] | None
+        self._choices: (
+            list[Callable[[dict[str, Any]], str]] | Callable[[dict[str, Any]], str] | None
+        )
         try:
             self._parts = {
                 "instruction": self._compile(env, spec.instruction),
@@ -76,7 +82,8 @@ class CompiledTemplate:
         except jinja2.TemplateSyntaxError as exc:
             self.error = RenderError(
                 "template_syntax",
-                f"{template.path}: template {spec.id!r}: line {exc.lineno} of its Jinja: {exc.message}",
+                f"{template.path}: template {spec.id!r}: "
+                f"line {exc.lineno} of its Jinja: {exc.message}",
                 spec.id,
             )
 
@@ -135,7 +142,9 @@ class CompiledTemplate:
     def _fail(self, rule: str, part: str, exc: Exception) -> RenderError:
         t = self.template
         return RenderError(
-            rule, f"{t.path}: template {t.spec.id!r}: {part}: {type(exc).__name__}: {exc}", t.spec.id
+            rule,
+            f"{t.path}: template {t.spec.id!r}: {part}: {type(exc).__name__}: {exc}",
+            t.spec.id,
         )
 
 
@@ -143,7 +152,7 @@ def template_context(source: Source, example: Example) -> dict[str, Any]:
     """What a template sees: the features (Hub types) and ``names`` for ClassLabel features."""
     names: dict[str, Any] = {}
     for fname, ftype in source.spec.features.items():
-        value = example.fields.get(fname)
+        value: Any = example.fields.get(fname)
         if isinstance(ftype, ClassLabel):
             names[fname] = ftype.names[value]
         elif isinstance(ftype, SequenceOfClassLabel):
@@ -187,13 +196,21 @@ def record_id(source: str, split: str, example_id: str, template_id: str, varian
 def to_record(source: Source, example: Example, rendered: Rendered) -> dict[str, Any]:
     """The export row for one rendered example (validated later, in ``validate.py``)."""
     spec = source.spec
-    user = rendered.instruction if not rendered.input else f"{rendered.instruction}\n\n{rendered.input}"
-    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": rendered.output}]
+    user = (
+        rendered.instruction
+        if not rendered.input
+        else f"{rendered.instruction}\n\n{rendered.input}"
+    )
+    messages = [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": rendered.output},
+    ]
     if rendered.system:
         messages.insert(0, {"role": "system", "content": rendered.system})
     return {
-        "id": record_id(spec.name, example.split, example.example_id, rendered.template_id,
-                        rendered.variant),
+        "id": record_id(
+            spec.name, example.split, example.example_id, rendered.template_id, rendered.variant
+        ),
         "messages": messages,
         "source": spec.name,
         "task": spec.task,

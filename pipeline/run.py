@@ -24,8 +24,14 @@ def run_recipe(
     """Build a recipe (default: the bundled one) into ``out``; returns the final manifest."""
     progress = progress or NullProgress()
     out = Path(out)
-    load_stage(Path(recipe) if recipe is not None else None, out, data=data,
-               source_dirs=source_dirs, template_dirs=template_dirs, progress=progress)
+    load_stage(
+        Path(recipe) if recipe is not None else None,
+        out,
+        data=data,
+        source_dirs=source_dirs,
+        template_dirs=template_dirs,
+        progress=progress,
+    )
     render_stage(out, progress=progress)
     validate_stage(out, progress=progress)
     mix_stage(out, progress=progress)

@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -116,10 +116,9 @@ class ParquetSink:
 
     def abort(self) -> None:
         self._writer.close()
-        try:
+        # Exiting with an exception removes the temporary file and leaves no partial output.
+        with suppress(RuntimeError):
             self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
-        except RuntimeError:
-            pass
 
     def __enter__(self) -> ParquetSink:
         return self
@@ -192,7 +191,8 @@ class RunFolder:
             raise RunFolderError(f"{self.manifest_path}: unreadable manifest: {exc}") from None
         if needs is not None and needs not in manifest.stages_done:
             raise RunFolderError(
-                f"{self.root}: stage {needs!r} has not run here yet; run `instructmix {needs}` first"
+                f"{self.root}: stage {needs!r} has not run here yet; "
+                f"run `instructmix {needs}` first"
             )
         return manifest
 

@@ -24,7 +24,7 @@ from .load import BadRow, DataMode, Example, iter_rows, open_source
 from .mix import example_key, order_key, plan_mixture, record_key, smallest, split_of
 from .models import Manifest, Recipe, Reject, SourceCounts
 from .progress import NullProgress, Progress
-from .render import RenderError, Renderer, to_record
+from .render import Renderer, RenderError, to_record
 from .runfolder import (
     EXAMPLE_SCHEMA,
     RECORD_SCHEMA,
@@ -118,7 +118,10 @@ def load_stage(
         recipe=recipe_json,
         recipe_path=str(recipe_path.resolve()),
         recipe_fingerprint=stable_id(json.dumps(recipe_json, sort_keys=True)),
-        catalog_dirs={"sources": [str(p) for p in src_dirs], "templates": [str(p) for p in tpl_dirs]},
+        catalog_dirs={
+            "sources": [str(p) for p in src_dirs],
+            "templates": [str(p) for p in tpl_dirs],
+        },
         data=data,
     )
 
@@ -139,8 +142,16 @@ def load_stage(
     total = sum(size for size, _ in sizes.values())
     with progress.task("load", total) as advance:
         for name in names:
-            counts = _load_source(folder, recipe, catalog, name, opened[name], data,
-                                  plans[name].examples_needed, advance)
+            counts = _load_source(
+                folder,
+                recipe,
+                catalog,
+                name,
+                opened[name],
+                data,
+                plans[name].examples_needed,
+                advance,
+            )
             counts.records_target = plans[name].records_target
             counts.cluster = catalog.source(name).spec.cluster
             manifest.sources[name] = counts
@@ -173,19 +184,28 @@ def _load_source(
     counts = SourceCounts()
     heap: list[int] = []  # negated keys of the `needed` smallest: memory bounded by the cap
     all_path = folder.examples(name).with_suffix(".all.parquet")
-    with RejectSink(folder.rejects("load", name)) as rejects, ParquetSink(
-        all_path, EXAMPLE_SCHEMA
-    ) as sink:
+    with (
+        RejectSink(folder.rejects("load", name)) as rejects,
+        ParquetSink(all_path, EXAMPLE_SCHEMA) as sink,
+    ):
         for split_data in splits:
             for batch in iter_rows(source, split_data, data):
                 rows = []
                 for item in batch:
                     counts.examples_in += 1
                     if isinstance(item, BadRow):
-                        rejects.add(Reject(stage="load", source=name, split=item.split,
-                                           example_id=item.example_id, template_id=None,
-                                           rule=item.rule, message=item.message,
-                                           locator=item.locator))
+                        rejects.add(
+                            Reject(
+                                stage="load",
+                                source=name,
+                                split=item.split,
+                                example_id=item.example_id,
+                                template_id=None,
+                                rule=item.rule,
+                                message=item.message,
+                                locator=item.locator,
+                            )
+                        )
                         continue
                     key = example_key(recipe.seed, name, item.example_id)
                     rows.append(_example_row(item, key))
@@ -239,24 +259,32 @@ def render_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
             source = catalog.source(name)
             renderer = Renderer(source, catalog.templates_for(name), recipe)
             rendered = rejected = 0
-            with RejectSink(folder.rejects("render", name)) as rejects, ParquetSink(
-                folder.rendered(name), RECORD_SCHEMA
-            ) as sink:
+            with (
+                RejectSink(folder.rejects("render", name)) as rejects,
+                ParquetSink(folder.rendered(name), RECORD_SCHEMA) as sink,
+            ):
                 for batch in read_batches(folder.examples(name)):
                     rows = []
                     for ex in batch.to_pylist():
-                        example = Example(ex["example_id"], ex["split"], json.loads(ex["fields"]),
-                                          ex["locator"])
+                        example = Example(
+                            ex["example_id"], ex["split"], json.loads(ex["fields"]), ex["locator"]
+                        )
                         for result in renderer.render(example):
                             rendered += 1
                             if isinstance(result, RenderError):
                                 rejected += 1
-                                rejects.add(Reject(stage="render", source=name,
-                                                   split=example.split,
-                                                   example_id=example.example_id,
-                                                   template_id=result.template_id,
-                                                   rule=result.rule, message=str(result),
-                                                   locator=example.locator))
+                                rejects.add(
+                                    Reject(
+                                        stage="render",
+                                        source=name,
+                                        split=example.split,
+                                        example_id=example.example_id,
+                                        template_id=result.template_id,
+                                        rule=result.rule,
+                                        message=str(result),
+                                        locator=example.locator,
+                                    )
+                                )
                             else:
                                 rows.append(to_record(source, example, result))
                     sink.write_rows(rows)
@@ -291,9 +319,10 @@ def validate_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
     with progress.task("validate", total) as advance:
         for name, counts in manifest.sources.items():
             with_syntax = _examples_with_template_syntax(folder.examples(name))
-            with RejectSink(folder.rejects("validate", name)) as rejects, ParquetSink(
-                folder.valid(name), RECORD_SCHEMA
-            ) as sink:
+            with (
+                RejectSink(folder.rejects("validate", name)) as rejects,
+                ParquetSink(folder.valid(name), RECORD_SCHEMA) as sink,
+            ):
                 for batch in read_batches(folder.rendered(name)):
                     rows = []
                     for row in batch.to_pylist():
@@ -301,10 +330,18 @@ def validate_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
                         if problem is None:
                             rows.append(row)
                             continue
-                        rejects.add(Reject(stage="validate", source=name, split=row["split"],
-                                           example_id=row["example_id"],
-                                           template_id=row["template_id"], rule=problem[0],
-                                           message=problem[1], locator=f"record {row['id']}"))
+                        rejects.add(
+                            Reject(
+                                stage="validate",
+                                source=name,
+                                split=row["split"],
+                                example_id=row["example_id"],
+                                template_id=row["template_id"],
+                                rule=problem[0],
+                                message=problem[1],
+                                locator=f"record {row['id']}",
+                            )
+                        )
                     sink.write_rows(rows)
                     advance(batch.num_rows)
             counts.records_rejected += rejects.count
@@ -320,8 +357,9 @@ def _examples_with_template_syntax(path: Path) -> set[str]:
     # JSON escaping leaves braces, % and # alone, so the serialised fields can be searched as is.
     found: set[str] = set()
     for batch in read_batches(path):
-        for eid, fields in zip(batch.column("example_id").to_pylist(),
-                               batch.column("fields").to_pylist(), strict=True):
+        for eid, fields in zip(
+            batch.column("example_id").to_pylist(), batch.column("fields").to_pylist(), strict=True
+        ):
             if any(tok in fields for tok in TEMPLATE_SYNTAX):
                 found.add(eid)
     return found
@@ -353,8 +391,11 @@ def mix_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
     ids = mixture.column("id").to_pylist()
     out_split = [
         split_of(seed, s, e, recipe.validation_fraction)
-        for s, e in zip(mixture.column("source").to_pylist(),
-                        mixture.column("example_id").to_pylist(), strict=True)
+        for s, e in zip(
+            mixture.column("source").to_pylist(),
+            mixture.column("example_id").to_pylist(),
+            strict=True,
+        )
     ]
     order = sorted(range(len(ids)), key=lambda i: (order_key(seed, ids[i]), ids[i]))
     mixture = mixture.take(pa.array(order, type=pa.int64()))
@@ -364,8 +405,9 @@ def mix_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
         mask = pa.array([s == split for s in out_split], type=pa.bool_())
         part = mixture.filter(mask)
         if split == "train" or part.num_rows:
-            with ParquetSink(folder.mixed(split), RECORD_SCHEMA,
-                             recipe.export.row_group_rows) as sink:
+            with ParquetSink(
+                folder.mixed(split), RECORD_SCHEMA, recipe.export.row_group_rows
+            ) as sink:
                 sink.write_table(part)
             manifest.splits[split] = part.num_rows
         elif folder.mixed(split).exists():

@@ -46,7 +46,10 @@ def check_record(
         return "empty_prompt", "a user turn is empty"
     if record.answer_choices is not None:
         if any(not c for c in record.answer_choices):
-            return "empty_choice", f"answer choices contain an empty string: {record.answer_choices}"
+            return (
+                "empty_choice",
+                f"answer choices contain an empty string: {record.answer_choices}",
+            )
         if output not in record.answer_choices:
             return (
                 "output_not_in_choices",

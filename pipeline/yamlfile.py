@@ -21,9 +21,9 @@ def load_model(path: Path, model: type[M]) -> M:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
+        at = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CatalogError(f"{path}{line}: invalid YAML: {problem}") from None
+        raise CatalogError(f"{path}{at}: invalid YAML: {problem}") from None
     if data is None:
         raise CatalogError(f"{path}: file is empty")
     try:
@@ -60,13 +60,14 @@ def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if key.value == str(part):
-                    # A missing or unknown key is best pointed at by the key itself.
-                    child = value if value.start_mark.line == key.start_mark.line else key
-                    child = value if isinstance(value, yaml.CollectionNode) else child
+                    child = value
                     break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(node.value):
-                child = node.value[part]
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
         if child is None:
             break
         node = child

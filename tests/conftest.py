@@ -1,4 +1,4 @@
-"""Shared fixtures: a built-in catalog, a tiny user catalog written per test, and one default run."""
+"""Shared fixtures: the built-in catalog, a tiny user catalog per test, one default run."""
 
 from __future__ import annotations
 
@@ -38,7 +38,12 @@ def user_catalog(tmp_path: Path) -> Path:
     """A user's own catalog folder: one NLI-like source with real-looking rows the test owns."""
     root = tmp_path / "mycat"
     rows = [
-        {"id": 1, "p": "A dog runs in the park.", "h": "An animal is outside.", "gold": "entailment"},
+        {
+            "id": 1,
+            "p": "A dog runs in the park.",
+            "h": "An animal is outside.",
+            "gold": "entailment",
+        },
         {"id": 2, "p": "A man reads a book.", "h": "A man is asleep.", "gold": "contradiction"},
         {"id": 3, "p": "Two kids play chess.", "h": "The kids are brothers.", "gold": "neutral"},
         {"id": 4, "p": "A woman sings.", "h": "Someone makes music.", "gold": "entailment"},
@@ -47,7 +52,9 @@ def user_catalog(tmp_path: Path) -> Path:
     with open(root / "data" / "mini_nli.jsonl", "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
-    write(root / "sources" / "mini_nli.yaml", """
+    write(
+        root / "sources" / "mini_nli.yaml",
+        """
         name: mini_nli
         task: toy natural language inference
         cluster: nli
@@ -62,8 +69,11 @@ def user_catalog(tmp_path: Path) -> Path:
           split: train
           id_field: id
           fields: {premise: p, hypothesis: h, label: gold}
-        """)
-    write(root / "templates" / "mini_nli.yaml", """
+        """,
+    )
+    write(
+        root / "templates" / "mini_nli.yaml",
+        """
         source: mini_nli
         templates:
           - id: does-it-follow
@@ -74,8 +84,11 @@ def user_catalog(tmp_path: Path) -> Path:
             inverted: true
             instruction: "Write a claim that is {{ names.label }} given: {{ premise }}"
             output: "{{ hypothesis }}"
-        """)
-    write(root / "recipes" / "mini.yaml", """
+        """,
+    )
+    write(
+        root / "recipes" / "mini.yaml",
+        """
         name: mini
         seed: 7
         sources: [mini_nli]
@@ -83,5 +96,6 @@ def user_catalog(tmp_path: Path) -> Path:
         catalog:
           sources: [../sources]
           templates: [../templates]
-        """)
+        """,
+    )
     return root

@@ -28,10 +28,13 @@ def test_every_builtin_source_names_a_licence_and_a_hub_dataset(builtin_catalog)
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
-    bad = write(tmp_path / "broken.yaml", """
+    bad = write(
+        tmp_path / "broken.yaml",
+        """
         name: x
         task: [unclosed
-        """)
+        """,
+    )
     with pytest.raises(CatalogError) as err:
         load_model(bad, SourceSpec)
     assert str(err.value).startswith(f"{bad}:")
@@ -39,7 +42,9 @@ def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_unknown_key_names_file_line_and_field(tmp_path: Path) -> None:
-    bad = write(tmp_path / "t.yaml", """
+    bad = write(
+        tmp_path / "t.yaml",
+        """
         source: snli
         templates:
           - id: ok
@@ -48,7 +53,8 @@ def test_unknown_key_names_file_line_and_field(tmp_path: Path) -> None:
           - id: typo
             instruction: hi
             outptu: there
-        """)
+        """,
+    )
     with pytest.raises(CatalogError) as err:
         load_model(bad, TemplateFile)
     message = str(err.value)
@@ -57,13 +63,16 @@ def test_unknown_key_names_file_line_and_field(tmp_path: Path) -> None:
 
 
 def test_wrong_type_points_at_the_value_line(tmp_path: Path) -> None:
-    bad = write(tmp_path / "r.yaml", """
+    bad = write(
+        tmp_path / "r.yaml",
+        """
         name: r
         sources: [snli]
         mixing:
           strategy: proportional
           cap: lots
-        """)
+        """,
+    )
     with pytest.raises(CatalogError) as err:
         load_model(bad, Recipe)
     assert f"{bad}:5: mixing.cap" in str(err.value)
@@ -76,7 +85,9 @@ def test_empty_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_sample_path_may_not_escape_the_catalog(tmp_path: Path) -> None:
-    bad = write(tmp_path / "sources" / "evil.yaml", """
+    bad = write(
+        tmp_path / "sources" / "evil.yaml",
+        """
         name: evil
         task: t
         cluster: misc
@@ -84,7 +95,8 @@ def test_sample_path_may_not_escape_the_catalog(tmp_path: Path) -> None:
         hub: {id: a/b}
         features: {text: string}
         sample: {file: ../../etc/passwd, split: train}
-        """)
+        """,
+    )
     with pytest.raises(CatalogError, match="relative path inside the catalog"):
         load_model(bad, SourceSpec)
 
@@ -104,11 +116,14 @@ def test_duplicate_source_name_is_an_error(user_catalog: Path, tmp_path: Path) -
 
 
 def test_templates_for_unknown_source_name_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path / "tpl" / "ghost.yaml", """
+    path = write(
+        tmp_path / "tpl" / "ghost.yaml",
+        """
         source: ghost
         templates:
           - {id: a, instruction: x, output: y}
-        """)
+        """,
+    )
     with pytest.raises(CatalogError) as err:
         load_catalog([], [tmp_path / "tpl"])
     assert str(err.value) == f"{path}: templates for unknown source 'ghost'"

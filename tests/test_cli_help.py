@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-
 from typing import Any
 
 import typer
@@ -37,14 +36,25 @@ def test_every_command_and_option_has_help() -> None:
 
 def test_the_expected_commands_exist() -> None:
     names = {p for p, _ in _walk(typer.main.get_command(app))}
-    for cmd in ("run", "load", "render", "validate", "mix", "export", "sources list",
-                "sources show", "templates list", "recipes list"):
+    for cmd in (
+        "run",
+        "load",
+        "render",
+        "validate",
+        "mix",
+        "export",
+        "sources list",
+        "sources show",
+        "templates list",
+        "recipes list",
+    ):
         assert f"instructmix {cmd}" in names
 
 
 def test_python_dash_m_is_the_same_cli() -> None:
-    out = subprocess.run([sys.executable, "-m", "pipeline", "--version"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.startswith("instructmix ")
 
 

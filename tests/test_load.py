@@ -16,8 +16,12 @@ from .conftest import write
 
 def _examples(catalog, name: str, data: str = "sample") -> list[Example | BadRow]:  # type: ignore[no-untyped-def]
     source = catalog.source(name)
-    return [item for split in open_source(source, data) for batch in iter_rows(source, split, data)
-            for item in batch]
+    return [
+        item
+        for split in open_source(source, data)
+        for batch in iter_rows(source, split, data)
+        for item in batch
+    ]
 
 
 def test_bundled_esnli_maps_onto_hub_features(builtin_catalog) -> None:
@@ -57,10 +61,18 @@ def test_multi_label_ids_split_into_label_lists(builtin_catalog) -> None:
     [
         ("neutral", ClassLabel(names=["entailment", "neutral", "contradiction"]), None, 1),
         (2, ClassLabel(names=["a", "b", "c"]), None, 2),
-        ("-1", ClassLabel(names=["negative", "positive"]),
-         FieldMap(column="x", values={"-1": "negative", "1": "positive"}), 0),
-        ("4,27", SequenceOfClassLabel(sequence=ClassLabel(names=[str(i) for i in range(28)])),
-         FieldMap(column="x", split=","), [4, 27]),
+        (
+            "-1",
+            ClassLabel(names=["negative", "positive"]),
+            FieldMap(column="x", values={"-1": "negative", "1": "positive"}),
+            0,
+        ),
+        (
+            "4,27",
+            SequenceOfClassLabel(sequence=ClassLabel(names=[str(i) for i in range(28)])),
+            FieldMap(column="x", split=","),
+            [4, 27],
+        ),
         ("TRUE", "bool", None, True),
         ("false", "bool", None, False),
         (3, "string", None, "3"),
@@ -93,14 +105,18 @@ def test_bad_values_raise_with_a_rule(value, ftype, rule) -> None:  # type: igno
 def test_bad_rows_become_rejects_with_locators(user_catalog: Path) -> None:
     data = user_catalog / "data" / "mini_nli.jsonl"
     with open(data, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"id": 5, "p": "A cat sleeps.", "h": "A cat naps.", "gold": "sure"}) + "\n")
+        fh.write(
+            json.dumps({"id": 5, "p": "A cat sleeps.", "h": "A cat naps.", "gold": "sure"}) + "\n"
+        )
         fh.write(json.dumps({"id": 6, "p": None, "h": "Nothing.", "gold": "neutral"}) + "\n")
         fh.write(json.dumps({"id": 1, "p": "Dup.", "h": "Dup.", "gold": "neutral"}) + "\n")
     catalog = load_catalog([user_catalog / "sources"], [user_catalog / "templates"])
     items = _examples(catalog, "mini_nli")
     bad = [i for i in items if isinstance(i, BadRow)]
     assert [(b.rule, b.locator.rsplit(" ", 1)[-1]) for b in bad] == [
-        ("bad_label", "5"), ("missing_field", "6"), ("duplicate_example_id", "7")
+        ("bad_label", "5"),
+        ("missing_field", "6"),
+        ("duplicate_example_id", "7"),
     ]
     assert "'sure' is not one of" in bad[0].message
     assert "already used at" in bad[2].message and "row 1" in bad[2].message
@@ -108,7 +124,9 @@ def test_bad_rows_become_rejects_with_locators(user_catalog: Path) -> None:
 
 def test_rows_without_id_get_content_ids_independent_of_order(tmp_path: Path) -> None:
     root = tmp_path / "cat"
-    write(root / "sources" / "s.yaml", """
+    write(
+        root / "sources" / "s.yaml",
+        """
         name: s
         task: t
         cluster: misc
@@ -116,14 +134,20 @@ def test_rows_without_id_get_content_ids_independent_of_order(tmp_path: Path) ->
         hub: {id: a/b}
         features: {text: string}
         sample: {file: s.jsonl, split: train}
-        """)
+        """,
+    )
     (root / "data").mkdir()
     rows = ["alpha", "beta", "gamma"]
     (root / "data" / "s.jsonl").write_text("".join(json.dumps({"text": r}) + "\n" for r in rows))
-    ids1 = {i.fields["text"]: i.example_id for i in _examples(load_catalog([root / "sources"], []), "s")}
+    ids1 = {
+        i.fields["text"]: i.example_id for i in _examples(load_catalog([root / "sources"], []), "s")
+    }
     (root / "data" / "s.jsonl").write_text(
-        "".join(json.dumps({"text": r}) + "\n" for r in reversed(rows)))
-    ids2 = {i.fields["text"]: i.example_id for i in _examples(load_catalog([root / "sources"], []), "s")}
+        "".join(json.dumps({"text": r}) + "\n" for r in reversed(rows))
+    )
+    ids2 = {
+        i.fields["text"]: i.example_id for i in _examples(load_catalog([root / "sources"], []), "s")
+    }
     assert ids1 == ids2 and len(set(ids1.values())) == 3
 
 
@@ -142,10 +166,14 @@ def test_hub_mode_uses_load_dataset_with_the_hub_id(tmp_path: Path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     hub_dir = tmp_path / "someone" / "tiny_nli"
     hub_dir.mkdir(parents=True)
-    rows = [{"premise": "P one.", "hypothesis": "H one.", "label": 0},
-            {"premise": "P two.", "hypothesis": "H two.", "label": -1}]
+    rows = [
+        {"premise": "P one.", "hypothesis": "H one.", "label": 0},
+        {"premise": "P two.", "hypothesis": "H two.", "label": -1},
+    ]
     (hub_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    write(tmp_path / "sources" / "tiny.yaml", """
+    write(
+        tmp_path / "sources" / "tiny.yaml",
+        """
         name: tiny
         task: t
         cluster: nli
@@ -155,7 +183,8 @@ def test_hub_mode_uses_load_dataset_with_the_hub_id(tmp_path: Path, monkeypatch)
           premise: string
           hypothesis: string
           label: {names: [entailment, neutral, contradiction]}
-        """)
+        """,
+    )
     catalog = load_catalog([tmp_path / "sources"], [])
     items = _examples(catalog, "tiny", data="hub")
     assert isinstance(items[0], Example) and items[0].fields["label"] == 0
@@ -165,14 +194,17 @@ def test_hub_mode_uses_load_dataset_with_the_hub_id(tmp_path: Path, monkeypatch)
 
 def test_hub_failure_is_one_line_naming_source(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)
-    write(tmp_path / "sources" / "gone.yaml", """
+    write(
+        tmp_path / "sources" / "gone.yaml",
+        """
         name: gone
         task: t
         cluster: misc
         license: MIT
         hub: {id: nobody/does-not-exist-xyz}
         features: {text: string}
-        """)
+        """,
+    )
     catalog = load_catalog([tmp_path / "sources"], [])
     with pytest.raises(SourceError) as err:
         open_source(catalog.source("gone"), "hub")

@@ -13,7 +13,11 @@ SIZES = {"big": (400_000, 10), "mid": (5_000, 4), "small": (100, 3)}
 
 def test_examples_proportional_with_cap_is_flan_style() -> None:
     plans = plan_mixture(Mixing(strategy="proportional", cap=3000), SIZES)
-    assert {n: p.records_target for n, p in plans.items()} == {"big": 3000, "mid": 3000, "small": 300}
+    assert {n: p.records_target for n, p in plans.items()} == {
+        "big": 3000,
+        "mid": 3000,
+        "small": 300,
+    }
     # The cap reaches load: a few hundred examples of the 400k are rendered, not 4M records.
     assert plans["big"].examples_needed == 338  # ceil(3000 / 10 * 1.1) + 8
     assert plans["small"].examples_needed == 100
@@ -34,7 +38,9 @@ def test_temperature_flattens_the_mix() -> None:
 
 
 def test_explicit_weights() -> None:
-    mixing = Mixing(strategy="weights", weights={"big": 1, "mid": 1, "small": 2}, cap=None, size=400)
+    mixing = Mixing(
+        strategy="weights", weights={"big": 1, "mid": 1, "small": 2}, cap=None, size=400
+    )
     plans = plan_mixture(mixing, SIZES)
     assert {n: p.records_target for n, p in plans.items()} == {"big": 100, "mid": 100, "small": 200}
 
@@ -43,8 +49,9 @@ def test_weights_must_cover_every_source() -> None:
     with pytest.raises(CatalogError, match="no weight for sources"):
         plan_mixture(Mixing(strategy="weights", weights={"big": 1.0}), SIZES)
     with pytest.raises(CatalogError, match="not in the recipe"):
-        plan_mixture(Mixing(strategy="weights", weights={"big": 1, "mid": 1, "small": 1, "x": 1}),
-                     SIZES)
+        plan_mixture(
+            Mixing(strategy="weights", weights={"big": 1, "mid": 1, "small": 1, "x": 1}), SIZES
+        )
 
 
 def test_apportion_sums_exactly_and_ignores_dict_order() -> None:

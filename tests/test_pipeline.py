@@ -21,7 +21,9 @@ runner = CliRunner()
 
 def _dataset_bytes(out: Path) -> dict[str, bytes]:
     root = out / "dataset"
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_default_run_counts_add_up(default_run: tuple[Path, Manifest]) -> None:
@@ -32,12 +34,16 @@ def test_default_run_counts_add_up(default_run: tuple[Path, Manifest]) -> None:
         assert c.examples_in == c.examples_rejected + c.examples_capped + c.examples_rendered
         assert c.records_rendered == c.records_accepted + c.records_rejected
         assert c.records_accepted == c.records_selected + c.records_dropped_by_mix
-        rejects = sum(len(reject_lines(out / "rejects" / s / f"{name}.jsonl"))
-                      for s in ("load", "render", "validate"))
+        rejects = sum(
+            len(reject_lines(out / "rejects" / s / f"{name}.jsonl"))
+            for s in ("load", "render", "validate")
+        )
         assert rejects == c.examples_rejected + c.records_rejected
         assert sum(c.rejected_by_rule.values()) == rejects
         assert pq.read_metadata(out / "valid" / f"{name}.parquet").num_rows == c.records_accepted
-    exported = sum(pq.read_metadata(p).num_rows for p in (out / "dataset" / "data").glob("*.parquet"))
+    exported = sum(
+        pq.read_metadata(p).num_rows for p in (out / "dataset" / "data").glob("*.parquet")
+    )
     assert exported == sum(c.records_selected for c in manifest.sources.values())
     assert exported == sum(manifest.splits.values())
 
@@ -49,8 +55,18 @@ def test_export_loads_with_datasets(default_run: tuple[Path, Manifest]) -> None:
     train = ds["train"]
     assert train.num_rows == manifest.splits["train"]
     assert set(train.column_names) == {
-        "id", "messages", "source", "task", "cluster", "template_id", "variant",
-        "answer_choices", "example_id", "split", "language", "license",
+        "id",
+        "messages",
+        "source",
+        "task",
+        "cluster",
+        "template_id",
+        "variant",
+        "answer_choices",
+        "example_id",
+        "split",
+        "language",
+        "license",
     }
     row = train[0]
     assert [m["role"] for m in row["messages"]][-1] == "assistant"
@@ -58,8 +74,9 @@ def test_export_loads_with_datasets(default_run: tuple[Path, Manifest]) -> None:
     assert len(set(train["id"])) == train.num_rows
     # No example is split across train and validation.
     val_examples = {(r["source"], r["example_id"]) for r in ds["validation"]}
-    assert not val_examples & {(s, e) for s, e in zip(train["source"], train["example_id"],
-                                                       strict=True)}
+    assert not val_examples & {
+        (s, e) for s, e in zip(train["source"], train["example_id"], strict=True)
+    }
 
 
 def test_export_card_and_llamafactory_entries(default_run: tuple[Path, Manifest]) -> None:
@@ -95,8 +112,16 @@ def test_cli_run_from_any_directory_writes_output_and_prints_summary(
 
 
 def test_json_output_is_the_manifest(tmp_path: Path, user_catalog: Path) -> None:
-    result = runner.invoke(app, ["run", str(user_catalog / "recipes" / "mini.yaml"),
-                                 "--out", str(tmp_path / "o"), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(user_catalog / "recipes" / "mini.yaml"),
+            "--out",
+            str(tmp_path / "o"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = Manifest.model_validate_json(result.stdout)
     assert manifest.sources["mini_nli"].records_selected == 8
@@ -107,7 +132,9 @@ def test_planted_bad_row_lands_in_rejects_and_the_run_succeeds(
     tmp_path: Path, user_catalog: Path
 ) -> None:
     with open(user_catalog / "data" / "mini_nli.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"id": 9, "p": "A bird sings.", "h": "A bird is loud.", "gold": "dunno"}))
+        fh.write(
+            json.dumps({"id": 9, "p": "A bird sings.", "h": "A bird is loud.", "gold": "dunno"})
+        )
         fh.write("\n")
     out = tmp_path / "o"
     manifest = run_recipe(user_catalog / "recipes" / "mini.yaml", out)
@@ -135,8 +162,9 @@ def test_malformed_source_file_fails_with_one_line_naming_it(
 ) -> None:
     bad = user_catalog / "sources" / "mini_nli.yaml"
     bad.write_text(bad.read_text().replace("cluster: nli", "cluster: [nli"))
-    result = runner.invoke(app, ["run", str(user_catalog / "recipes" / "mini.yaml"),
-                                 "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["run", str(user_catalog / "recipes" / "mini.yaml"), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}:")
@@ -145,18 +173,23 @@ def test_malformed_source_file_fails_with_one_line_naming_it(
 def test_malformed_template_file_fails_with_one_line_naming_it(
     tmp_path: Path, user_catalog: Path
 ) -> None:
-    bad = write(user_catalog / "templates" / "extra.yaml", """
+    bad = write(
+        user_catalog / "templates" / "extra.yaml",
+        """
         source: mini_nli
         templates:
           - id: Bad Id
             instruction: x
             output: y
-        """)
-    result = runner.invoke(app, ["run", str(user_catalog / "recipes" / "mini.yaml"),
-                                 "--out", str(tmp_path / "o")])
+        """,
+    )
+    result = runner.invoke(
+        app, ["run", str(user_catalog / "recipes" / "mini.yaml"), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        f"error: {bad}:3: templates.0.id: String should match pattern '^[a-z0-9][a-z0-9_\\-]{{0,63}}$'"
+        f"error: {bad}:3: templates.0.id: "
+        "String should match pattern '^[a-z0-9][a-z0-9_\\-]{0,63}$'"
     )
 
 
@@ -192,8 +225,10 @@ def test_cap_is_pushed_down_to_load(tmp_path: Path, user_catalog: Path) -> None:
     # Pad the source so the cap binds well below its size.
     with open(user_catalog / "data" / "mini_nli.jsonl", "a", encoding="utf-8") as fh:
         for i in range(100, 160):
-            fh.write(json.dumps({"id": i, "p": f"Scene {i}.", "h": f"Claim {i}.",
-                                 "gold": "neutral"}) + "\n")
+            fh.write(
+                json.dumps({"id": i, "p": f"Scene {i}.", "h": f"Claim {i}.", "gold": "neutral"})
+                + "\n"
+            )
     manifest = run_recipe(recipe, tmp_path / "o")
     c = manifest.sources["mini_nli"]
     assert c.examples_in == 64
@@ -228,8 +263,10 @@ def test_push_to_hub_uploads_the_export_folder(default_run: tuple[Path, Manifest
     api = FakeHfApi()
     url = push_to_hub(out / "dataset", "me/my-mix", private=True, api=api)
     assert url == "https://huggingface.co/datasets/me/my-mix"
-    assert api.calls[0] == ("create_repo", {"repo_id": "me/my-mix", "repo_type": "dataset",
-                                            "private": True, "exist_ok": True})
+    assert api.calls[0] == (
+        "create_repo",
+        {"repo_id": "me/my-mix", "repo_type": "dataset", "private": True, "exist_ok": True},
+    )
     assert api.calls[1][1]["folder_path"] == str(out / "dataset")
     assert api.calls[1][1]["repo_type"] == "dataset"
 

@@ -74,8 +74,12 @@ def _template(tmp_path: Path, **fields: object) -> Template:
     return Template(spec, "esnli", tmp_path / "user.yaml")
 
 
-ESNLI_FIELDS = {"premise": "A man sleeps.", "hypothesis": "A man rests.", "label": 0,
-                "explanation_1": "Sleeping is resting."}
+ESNLI_FIELDS = {
+    "premise": "A man sleeps.",
+    "hypothesis": "A man rests.",
+    "label": 0,
+    "explanation_1": "Sleeping is resting.",
+}
 
 
 @pytest.mark.parametrize(
@@ -117,9 +121,14 @@ def test_syntax_error_names_file_template_and_line(builtin_catalog, tmp_path: Pa
 
 def test_answer_choices_as_jinja_string_split_on_bars(builtin_catalog, tmp_path: Path) -> None:
     source = builtin_catalog.source("esnli")
-    template = _template(tmp_path, instruction="{{ premise }}", input="{{ hypothesis }}",
-                         output="{{ answer_choices[label] }}",
-                         answer_choices="Yes ||| Maybe ||| {{ 'No' }}", system="Be brief.")
+    template = _template(
+        tmp_path,
+        instruction="{{ premise }}",
+        input="{{ hypothesis }}",
+        output="{{ answer_choices[label] }}",
+        answer_choices="Yes ||| Maybe ||| {{ 'No' }}",
+        system="Be brief.",
+    )
     record = render_one(source, template, ESNLI_FIELDS)
     assert record["answer_choices"] == ["Yes", "Maybe", "No"]
     assert record["messages"] == [
