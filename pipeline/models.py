@@ -38,7 +38,7 @@ CLUSTERS = (
 VARIANTS = ("zero_shot", "few_shot", "cot", "inverted")
 
 # Names that templates see besides the features; a feature may not shadow them.
-RESERVED_CONTEXT_NAMES = frozenset({"names", "answer_choices", "example_id", "source"})
+RESERVED_CONTEXT_NAMES = frozenset({"names", "answer_choices", "example"})
 
 
 class Strict(BaseModel):

@@ -149,7 +149,9 @@ class CompiledTemplate:
 
 
 def template_context(source: Source, example: Example) -> dict[str, Any]:
-    """What a template sees: the features (Hub types) and ``names`` for ClassLabel features."""
+    """What a template sees: the features by name (Hub types), ``names`` for ClassLabel
+    features, and ``example``, the same fields as one mapping (for names like ``A-coref`` that
+    are not Jinja identifiers)."""
     names: dict[str, Any] = {}
     for fname, ftype in source.spec.features.items():
         value: Any = example.fields.get(fname)
@@ -157,7 +159,7 @@ def template_context(source: Source, example: Example) -> dict[str, Any]:
             names[fname] = ftype.names[value]
         elif isinstance(ftype, SequenceOfClassLabel):
             names[fname] = [ftype.sequence.names[v] for v in value]
-    return {**example.fields, "names": names}
+    return {**example.fields, "names": names, "example": example.fields}
 
 
 class Renderer:
