@@ -35,10 +35,17 @@ CLUSTERS = (
     "emotion_classification",
 )
 
-VARIANTS = ("zero_shot", "few_shot", "cot", "inverted")
+# FLAN 2022's four forms (zero/few-shot, options shown or not), plus chain-of-thought and
+# inverted ("turn the task around") records.
+VARIANTS = ("zero_shot_opt", "zero_shot_noopt", "few_shot_opt", "few_shot_noopt", "cot", "inverted")
+Variant = Literal[
+    "zero_shot_opt", "zero_shot_noopt", "few_shot_opt", "few_shot_noopt", "cot", "inverted"
+]
 
 # Names that templates see besides the features; a feature may not shadow them.
-RESERVED_CONTEXT_NAMES = frozenset({"names", "answer_choices", "example"})
+RESERVED_CONTEXT_NAMES = frozenset(
+    {"names", "answer_choices", "example", "options", "choice", "shuffle", "sample", "randint"}
+)
 
 
 class Strict(BaseModel):
@@ -152,7 +159,9 @@ class SourceSpec(Strict):
     sample: SampleSpec | None = None
     features: dict[str, FeatureType] = Field(min_length=1)
     rationale: str | None = Field(
-        default=None, description="Feature holding a worked rationale (for chain-of-thought)."
+        default=None,
+        description="The worked rationale for chain-of-thought records: a feature name, or Jinja "
+        "over the features (e.g. GSM8K's solution without its '#### answer' line).",
     )
 
     @model_validator(mode="after")
@@ -164,7 +173,8 @@ class SourceSpec(Strict):
             unknown = set(self.sample.fields) - set(self.features)
             if unknown:
                 raise ValueError(f"sample.fields maps unknown features {sorted(unknown)}")
-        if self.rationale and self.rationale not in self.features:
+        bare = self.rationale is not None and "{" not in self.rationale
+        if bare and self.rationale not in self.features:
             raise ValueError(f"rationale names unknown feature {self.rationale!r}")
         return self
 
@@ -183,16 +193,42 @@ class TemplateSpec(Strict):
     """One phrasing of a task. Every text field is Jinja rendered against one example."""
 
     id: Slug
-    instruction: str = Field(min_length=1)
+    name: str | None = Field(default=None, description="Human-readable name (promptsource's).")
+    instruction: str | None = Field(default=None, min_length=1)
     input: str | None = None
-    output: str = Field(min_length=1)
+    output: str | None = Field(default=None, min_length=1)
+    jinja: str | None = Field(
+        default=None,
+        min_length=1,
+        description="promptsource form: one Jinja text rendered, then split on '|||' into "
+        "prompt and output. Use instead of instruction/input/output.",
+    )
     answer_choices: str | list[str] | None = Field(
         default=None,
         description="A list of choices (each Jinja) or one Jinja string split on '|||'.",
     )
     system: str | None = None
     inverted: bool = Field(default=False, description="The task turned around (FLAN).")
+    cot: bool = Field(
+        default=False,
+        description="The output is a short answer that a rationale may precede: the template "
+        "can make chain-of-thought records when its source has a rationale.",
+    )
+    option_target: Literal["text", "marker", "both"] = Field(
+        default="text",
+        description="With lettered or numbered options: answer with the option text, its "
+        "marker (B, 2) or both ((B) text).",
+    )
     metadata: TemplateMetadata = Field(default_factory=TemplateMetadata)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> TemplateSpec:
+        if self.jinja is not None:
+            if any(v is not None for v in (self.instruction, self.input, self.output)):
+                raise ValueError("give either 'jinja' or 'instruction'/'input'/'output', not both")
+        elif self.instruction is None or self.output is None:
+            raise ValueError("a template needs 'instruction' and 'output' (or one 'jinja' text)")
+        return self
 
 
 class TemplateFile(Strict):
@@ -231,6 +267,43 @@ class Mixing(Strict):
         return self
 
 
+OptionStyle = Literal["dashes", "letters", "numbers", "inline", "flan"]
+OPTION_STYLES: tuple[OptionStyle, ...] = ("dashes", "letters", "numbers", "inline", "flan")
+
+
+class Variants(Strict):
+    """Shares of each form among the records of non-inverted templates (normalised)."""
+
+    zero_shot: float = Field(default=1.0, ge=0)
+    few_shot: float = Field(default=0.0, ge=0)
+    cot: float = Field(default=0.0, ge=0)
+    options_shown: float = Field(
+        default=1.0, ge=0, le=1, description="Share of choice templates that show the options."
+    )
+    option_styles: list[OptionStyle] = Field(
+        default_factory=lambda: list(OPTION_STYLES), min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _some_share(self) -> Variants:
+        if self.zero_shot + self.few_shot + self.cot <= 0:
+            raise ValueError("at least one of zero_shot, few_shot, cot must be > 0")
+        return self
+
+
+class FewShot(Strict):
+    k: int = Field(default=3, ge=1, le=32, description="Exemplars per few-shot record (at most).")
+    max_chars: int = Field(
+        default=6000,
+        ge=1,
+        description="Budget for the whole prompt; exemplars that overflow it are left out.",
+    )
+    format: Literal["one_turn", "multi_turn"] = Field(
+        default="one_turn",
+        description="Exemplars inside one user turn, or as earlier user/assistant turns.",
+    )
+
+
 class Limits(Strict):
     max_prompt_chars: int = Field(default=32_000, ge=1)
     max_output_chars: int = Field(default=16_000, ge=1)
@@ -258,6 +331,8 @@ class Recipe(Strict):
     mixing: Mixing = Field(default_factory=Mixing)
     validation_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
     system: str | None = Field(default=None, description="System prompt for every record.")
+    variants: Variants = Field(default_factory=Variants)
+    few_shot: FewShot = Field(default_factory=FewShot)
     limits: Limits = Field(default_factory=Limits)
     catalog: CatalogDirs = Field(default_factory=CatalogDirs)
     export: ExportSpec = Field(default_factory=ExportSpec)
@@ -292,7 +367,7 @@ class Record(BaseModel):
     task: str
     cluster: str
     template_id: str
-    variant: Literal["zero_shot", "few_shot", "cot", "inverted"]
+    variant: Variant
     answer_choices: list[str] | None
     example_id: str
     split: str

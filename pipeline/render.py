@@ -1,8 +1,13 @@
-"""Turn one example into records: sandboxed Jinja, compiled once, seeded template choice.
+"""Turn one example into records: sandboxed Jinja, compiled once, every choice seeded.
 
 Templates are user input. They are rendered in an immutable sandbox with strict undefined, so a
 misspelled field is an error (promptsource renders it as empty text) and a template cannot reach
 Python internals. Any failure becomes a reject for that one record, never a crashed run.
+
+For each (example, template) pair the renderer draws, from the recipe seed and stable ids only:
+the variant (zero-shot, few-shot, chain-of-thought; inverted templates stay inverted), whether
+the options are shown and in which style, the few-shot exemplars, and the generator behind the
+template helpers ``choice``/``shuffle``. The same ids give the same record on any worker.
 """
 
 from __future__ import annotations
@@ -12,37 +17,37 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from . import helpers
 from .catalog import Source, Template
 from .load import Example
 from .models import ClassLabel, Recipe, SequenceOfClassLabel
-from .seeding import stable_id, stable_rng
+from .options import OPENINGS, format_options
+from .seeding import stable_id, stable_key, stable_rng, stable_unit
 
 CHOICE_SEPARATOR = "|||"
+# Chain-of-thought records end with this line; validation reads the answer after it.
+COT_ANSWER_PREFIX = "So the answer is: "
+# Our own phrasings of the request to reason first, one drawn per record.
+COT_TRIGGERS = (
+    "Think it through step by step before you answer.",
+    "Reason about it first, then give your answer.",
+    "Explain your reasoning, then state the answer.",
+    "Work it out step by step.",
+)
+Renderable = Callable[[dict[str, Any]], str]
 
 
 def make_environment() -> jinja2.Environment:
-    """The one Jinja environment templates run in."""
-    return ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=False,
+    """The one Jinja environment templates run in: sandboxed, strict, with our helpers."""
+    env = ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
     )
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """What one template made of one example, before validation."""
-
-    template_id: str
-    variant: str
-    system: str | None
-    instruction: str
-    input: str | None
-    output: str
-    answer_choices: list[str] | None
+    helpers.install(env)
+    return env
 
 
 class RenderError(Exception):
@@ -50,6 +55,39 @@ class RenderError(Exception):
         super().__init__(message)
         self.rule = rule
         self.template_id = template_id
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A template's texts for one example, before variants are applied."""
+
+    instruction: str
+    input: str | None
+    output: str
+    system: str | None
+    choices: list[str] | None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One finished record's content: turns of (user, assistant), the last one the target."""
+
+    template_id: str
+    variant: str
+    system: str | None
+    turns: list[tuple[str, str]]
+    answer_choices: list[str] | None
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Every per-record decision, drawn from the seed and stable ids."""
+
+    base: str  # zero_shot | few_shot | cot | inverted
+    options_shown: bool
+    style: str
+    opening: str
+    trigger: str
 
 
 class CompiledTemplate:
@@ -61,24 +99,32 @@ class CompiledTemplate:
     def __init__(self, env: jinja2.Environment, template: Template) -> None:
         self.template = template
         self.error: RenderError | None = None
+        self.uses_options = False
+        self._parts: dict[str, Renderable | None] = {}
+        self._choices: list[Renderable] | Renderable | None = None
         spec = template.spec
-        self._parts: dict[str, Callable[[dict[str, Any]], str] | None] = {}
-        self._choices: (
-            list[Callable[[dict[str, Any]], str]] | Callable[[dict[str, Any]], str] | None
-        )
+        texts = {
+            "instruction": spec.instruction,
+            "input": spec.input,
+            "output": spec.output,
+            "system": spec.system,
+            "jinja": spec.jinja,
+        }
         try:
             self._parts = {
-                "instruction": self._compile(env, spec.instruction),
-                "input": self._compile(env, spec.input) if spec.input is not None else None,
-                "output": self._compile(env, spec.output),
-                "system": self._compile(env, spec.system) if spec.system is not None else None,
+                k: self._compile(env, v) if v is not None else None for k, v in texts.items()
             }
-            if spec.answer_choices is None:
-                self._choices = None
-            elif isinstance(spec.answer_choices, str):
+            if isinstance(spec.answer_choices, str):
                 self._choices = self._compile(env, spec.answer_choices)
-            else:
+            elif spec.answer_choices is not None:
                 self._choices = [self._compile(env, c) for c in spec.answer_choices]
+            prompt_texts = [
+                t for k, t in texts.items() if t and k in ("instruction", "input", "jinja")
+            ]
+            self.uses_options = any(
+                "options" in jinja2.meta.find_undeclared_variables(env.parse(t))
+                for t in prompt_texts
+            )
         except jinja2.TemplateSyntaxError as exc:
             self.error = RenderError(
                 "template_syntax",
@@ -88,58 +134,78 @@ class CompiledTemplate:
             )
 
     @staticmethod
-    def _compile(env: jinja2.Environment, source: str) -> Callable[[dict[str, Any]], str]:
+    def _compile(env: jinja2.Environment, source: str) -> Renderable:
         return env.from_string(source).render
 
     @property
     def id(self) -> str:
         return self.template.spec.id
 
-    def render(self, context: dict[str, Any], recipe_system: str | None) -> Rendered:
+    @property
+    def has_choices(self) -> bool:
+        return self.template.spec.answer_choices is not None
+
+    def render_choices(self, context: dict[str, Any]) -> list[str] | None:
         if self.error is not None:
             raise self.error
-        spec = self.template.spec
-        part = "answer_choices"
         try:
-            choices = self._render_choices(context)
-            ctx = {**context, "answer_choices": choices}
-            part = "instruction"
-            instruction = self._part("instruction", ctx)
-            part = "input"
-            input_text = self._part("input", ctx) if self._parts["input"] else None
-            part = "output"
-            output = self._part("output", ctx)
-            part = "system"
-            system = self._part("system", ctx) if self._parts["system"] else recipe_system
-        except jinja2.UndefinedError as exc:
-            raise self._fail("undefined", part, exc) from None
-        except SecurityError as exc:
-            raise self._fail("sandbox", part, exc) from None
-        except Exception as exc:  # data the template did not expect: a bad record, not a crash
-            raise self._fail("render_error", part, exc) from None
-        return Rendered(
-            template_id=spec.id,
-            variant="inverted" if spec.inverted else "zero_shot",
-            system=system or None,
-            instruction=instruction,
-            input=input_text or None,
-            output=output,
-            answer_choices=choices,
-        )
+            if self._choices is None:
+                return None
+            if isinstance(self._choices, list):
+                return [c(context).strip() for c in self._choices]
+            return [c.strip() for c in self._choices(context).split(CHOICE_SEPARATOR)]
+        except Exception as exc:
+            raise self._fail("answer_choices", exc) from None
 
-    def _part(self, name: str, ctx: dict[str, Any]) -> str:
+    def render_parts(self, context: dict[str, Any]) -> Parts:
+        """Render the texts against a context that already holds ``answer_choices``/``options``."""
+        if self.error is not None:
+            raise self.error
+        part = "jinja"
+        try:
+            if self._parts["jinja"] is not None:
+                instruction, output = self._split_jinja(self._text("jinja", context))
+                input_text = None
+            else:
+                part = "instruction"
+                instruction = self._text("instruction", context)
+                part = "input"
+                input_text = self._text("input", context) if self._parts["input"] else None
+                part = "output"
+                output = self._text("output", context)
+            part = "system"
+            system = self._text("system", context) if self._parts["system"] else None
+        except RenderError:
+            raise
+        except Exception as exc:
+            raise self._fail(part, exc) from None
+        return Parts(instruction, input_text or None, output, system, context["answer_choices"])
+
+    def _text(self, name: str, context: dict[str, Any]) -> str:
         fn = self._parts[name]
         assert fn is not None
-        return fn(ctx).strip()
+        return fn(context).strip()
 
-    def _render_choices(self, context: dict[str, Any]) -> list[str] | None:
-        if self._choices is None:
-            return None
-        if isinstance(self._choices, list):
-            return [c(context).strip() for c in self._choices]
-        return [c.strip() for c in self._choices(context).split(CHOICE_SEPARATOR)]
+    def _split_jinja(self, text: str) -> tuple[str, str]:
+        # promptsource's contract: the rendered text is prompt ||| target.
+        pieces = [p.strip() for p in text.split(CHOICE_SEPARATOR)]
+        if len(pieces) > 2:
+            raise RenderError(
+                "render_error",
+                f"{self.template.path}: template {self.id!r}: jinja: rendered "
+                f"{len(pieces) - 1} '|||' separators, expected one",
+                self.id,
+            )
+        return pieces[0], pieces[1] if len(pieces) == 2 else ""
 
-    def _fail(self, rule: str, part: str, exc: Exception) -> RenderError:
+    def _fail(self, part: str, exc: Exception) -> RenderError:
+        if isinstance(exc, RenderError):
+            return exc
+        rule = "render_error"
+        if isinstance(exc, jinja2.UndefinedError):
+            rule = "undefined"
+        if isinstance(exc, SecurityError):
+            rule = "sandbox"
         t = self.template
         return RenderError(
             rule,
@@ -163,32 +229,185 @@ def template_context(source: Source, example: Example) -> dict[str, Any]:
 
 
 class Renderer:
-    """Renders examples of one source with its templates under one recipe."""
+    """Renders examples of one source with its templates under one recipe.
 
-    def __init__(self, source: Source, templates: Sequence[Template], recipe: Recipe) -> None:
-        env = make_environment()
+    ``pool`` holds the examples few-shot exemplars are drawn from (the source's loaded examples).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        templates: Sequence[Template],
+        recipe: Recipe,
+        pool: Sequence[Example] = (),
+    ) -> None:
+        self.env = make_environment()
         self.source = source
         self.recipe = recipe
-        self.templates = sorted((CompiledTemplate(env, t) for t in templates), key=lambda c: c.id)
+        self.seed = recipe.seed
+        self.templates = sorted(
+            (CompiledTemplate(self.env, t) for t in templates), key=lambda c: c.id
+        )
         per = recipe.templates_per_example
         self.k = len(self.templates) if per == "all" else min(per, len(self.templates))
+        self.pool_by_split: dict[str, list[Example]] = {}
+        for ex in pool:
+            self.pool_by_split.setdefault(ex.split, []).append(ex)
+        rationale = source.spec.rationale
+        self.rationale: Renderable | None = None
+        if rationale is not None:
+            text = rationale if "{" in rationale else "{{ " + rationale + " }}"
+            self.rationale = self.env.from_string(text).render
+
+    # -- decisions ----------------------------------------------------------------------------
 
     def choose(self, example: Example) -> list[CompiledTemplate]:
         """All templates, or k drawn from (seed, source, example id): never from arrival order."""
         if self.k == len(self.templates):
             return list(self.templates)
-        rng = stable_rng(self.recipe.seed, "templates", self.source.name, example.example_id)
+        rng = stable_rng(self.seed, "templates", self.source.name, example.example_id)
         return sorted(rng.sample(self.templates, self.k), key=lambda c: c.id)
 
+    def draw(self, example: Example, compiled: CompiledTemplate) -> Draw:
+        ids = (self.source.name, example.example_id, compiled.id)
+        v = self.recipe.variants
+        spec = compiled.template.spec
+        if spec.inverted:
+            base = "inverted"
+        else:
+            shares = [("zero_shot", v.zero_shot)]
+            if v.few_shot > 0 and len(self.pool_by_split.get(example.split, ())) > 1:
+                shares.append(("few_shot", v.few_shot))
+            if v.cot > 0 and spec.cot and self.rationale is not None:
+                shares.append(("cot", v.cot))
+            base = _weighted(shares, stable_unit(self.seed, "variant", *ids))
+        shown = spec.metadata.choices_in_prompt or (
+            compiled.has_choices and stable_unit(self.seed, "options", *ids) < v.options_shown
+        )
+        styles = v.option_styles
+        style = styles[stable_key(self.seed, "style", *ids) % len(styles)]
+        opening = OPENINGS[stable_key(self.seed, "opening", *ids) % len(OPENINGS)]
+        trigger = COT_TRIGGERS[stable_key(self.seed, "trigger", *ids) % len(COT_TRIGGERS)]
+        return Draw(base, bool(shown), style, opening, trigger)
+
+    # -- rendering ----------------------------------------------------------------------------
+
     def render(self, example: Example) -> list[Rendered | RenderError]:
-        context = template_context(self.source, example)
         out: list[Rendered | RenderError] = []
         for compiled in self.choose(example):
             try:
-                out.append(compiled.render(context, self.recipe.system))
+                out.append(self.render_with(example, compiled, self.draw(example, compiled)))
             except RenderError as exc:
                 out.append(exc)
         return out
+
+    def render_with(self, example: Example, compiled: CompiledTemplate, draw: Draw) -> Rendered:
+        user, output, choices, system = self._single(example, compiled, draw)
+        base = draw.base
+        turns = [(user, output)]
+        if base == "cot":
+            rationale = self._rationale(example, compiled)
+            turns = [(f"{user}\n\n{draw.trigger}", f"{rationale}\n\n{COT_ANSWER_PREFIX}{output}")]
+        elif base == "few_shot":
+            shots = self._exemplars(example, compiled, draw, user, output)
+            if shots:
+                turns = self._few_shot_turns(shots, user, output)
+            else:
+                base = "zero_shot"  # no exemplar fits the budget: honestly zero-shot
+        if base in ("zero_shot", "few_shot"):
+            variant = f"{base}_{'opt' if draw.options_shown and choices else 'noopt'}"
+        else:
+            variant = base
+        return Rendered(compiled.id, variant, system or self.recipe.system, turns, choices)
+
+    def _single(
+        self, example: Example, compiled: CompiledTemplate, draw: Draw
+    ) -> tuple[str, str, list[str] | None, str | None]:
+        """One example through one template in zero-shot form: (user, output, choices, system)."""
+        spec = compiled.template.spec
+        rng = stable_rng(
+            self.seed, "template-rng", self.source.name, example.example_id, compiled.id
+        )
+        context = template_context(self.source, example)
+        context.update(helpers.seeded_helpers(rng))
+        choices = compiled.render_choices(context)
+        block = None
+        if choices and draw.options_shown and not spec.metadata.choices_in_prompt:
+            block = format_options(choices, draw.style, draw.opening, spec.option_target)  # type: ignore[arg-type]
+        context["answer_choices"] = choices
+        context["options"] = block.text if block else ""
+        parts = compiled.render_parts(context)
+        user = parts.instruction if not parts.input else f"{parts.instruction}\n\n{parts.input}"
+        output = parts.output
+        if block is not None:
+            if not compiled.uses_options:
+                user = f"{user}\n\n{block.text}"
+            if choices and output in choices:
+                output = block.targets[choices.index(output)]
+            choices = block.targets
+        return user, output, choices, parts.system
+
+    def _rationale(self, example: Example, compiled: CompiledTemplate) -> str:
+        assert self.rationale is not None
+        try:
+            text = self.rationale(template_context(self.source, example)).strip()
+        except Exception as exc:
+            raise RenderError(
+                "render_error",
+                f"{self.source.path}: rationale of source {self.source.name!r}: {exc}",
+                compiled.id,
+            ) from None
+        if not text:
+            raise RenderError("empty_rationale", "the example has an empty rationale", compiled.id)
+        return text
+
+    def _exemplars(
+        self, example: Example, compiled: CompiledTemplate, draw: Draw, user: str, output: str
+    ) -> list[tuple[str, str]]:
+        """Up to k (user, output) exemplars from the same source and split: seeded, never the
+        example itself nor a duplicate of it or of each other, within the character budget."""
+        pool = self.pool_by_split.get(example.split, [])
+        cfg = self.recipe.few_shot
+        rng = stable_rng(self.seed, "fewshot", self.source.name, example.example_id, compiled.id)
+        candidates = rng.sample(range(len(pool)), min(len(pool), cfg.k * 4 + 1))
+        seen = {(user, output)}
+        budget = cfg.max_chars - len(user) - len(output)
+        shots: list[tuple[str, str]] = []
+        for index in candidates:
+            other = pool[index]
+            if other.example_id == example.example_id:
+                continue
+            try:
+                shot = self._single(other, compiled, draw)[:2]
+            except RenderError:
+                continue  # a bad exemplar is skipped; it gets its own reject as a target
+            cost = len(shot[0]) + len(shot[1]) + 4
+            if shot in seen or cost > budget:
+                continue
+            seen.add(shot)
+            shots.append(shot)
+            budget -= cost
+            if len(shots) == cfg.k:
+                break
+        return shots
+
+    def _few_shot_turns(
+        self, shots: list[tuple[str, str]], user: str, output: str
+    ) -> list[tuple[str, str]]:
+        if self.recipe.few_shot.format == "multi_turn":
+            return [*shots, (user, output)]
+        blocks = [f"{u}\n{o}" for u, o in shots]
+        return [("\n\n".join([*blocks, user]), output)]
+
+
+def _weighted(shares: list[tuple[str, float]], u: float) -> str:
+    total = sum(w for _, w in shares)
+    acc = 0.0
+    for name, weight in shares:
+        acc += weight / total
+        if u < acc:
+            return name
+    return shares[-1][0]
 
 
 def record_id(source: str, split: str, example_id: str, template_id: str, variant: str) -> str:
@@ -198,17 +417,11 @@ def record_id(source: str, split: str, example_id: str, template_id: str, varian
 def to_record(source: Source, example: Example, rendered: Rendered) -> dict[str, Any]:
     """The export row for one rendered example (validated later, in ``validate.py``)."""
     spec = source.spec
-    user = (
-        rendered.instruction
-        if not rendered.input
-        else f"{rendered.instruction}\n\n{rendered.input}"
-    )
-    messages = [
-        {"role": "user", "content": user},
-        {"role": "assistant", "content": rendered.output},
-    ]
+    messages: list[dict[str, str]] = []
     if rendered.system:
-        messages.insert(0, {"role": "system", "content": rendered.system})
+        messages.append({"role": "system", "content": rendered.system})
+    for user, assistant in rendered.turns:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
     return {
         "id": record_id(
             spec.name, example.split, example.example_id, rendered.template_id, rendered.variant
@@ -232,16 +445,33 @@ def render_one(
     template: Template,
     fields: dict[str, Any],
     *,
+    recipe: Recipe | None = None,
+    variant: str | None = None,
+    pool: Sequence[Example] = (),
     example_id: str = "example",
     split: str = "sample",
-    system: str | None = None,
 ) -> dict[str, Any]:
     """Render one example (already in the source's Hub schema) with one template.
 
-    Returns the export row (``messages`` and provenance). Raises ``RenderError`` with the rule
-    and a message naming the template file when the template fails on this example.
+    ``variant`` forces a form (``zero_shot_opt``, ``zero_shot_noopt``, ``few_shot_opt``,
+    ``few_shot_noopt``, ``cot``); by default the recipe's draw decides (with no recipe: zero-shot,
+    options shown). Returns the export row; raises ``RenderError`` with the rule and a message
+    naming the template file when the template fails on this example.
     """
+    recipe = recipe or Recipe(name="render-one", sources=[source.name])
     example = Example(example_id, split, fields, locator="(given)")
-    compiled = CompiledTemplate(make_environment(), template)
-    rendered = compiled.render(template_context(source, example), system)
+    renderer = Renderer(source, [template], recipe, pool)
+    compiled = renderer.templates[0]
+    draw = renderer.draw(example, compiled)
+    if variant is not None and not template.spec.inverted:
+        base, _, opt = variant.partition("_shot_")
+        base = {"zero": "zero_shot", "few": "few_shot"}.get(base, base)
+        draw = Draw(
+            base,
+            opt != "noopt" if opt else draw.options_shown,
+            draw.style,
+            draw.opening,
+            draw.trigger,
+        )
+    rendered = renderer.render_with(example, compiled, draw)
     return to_record(source, example, rendered)

@@ -257,7 +257,9 @@ def render_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
     with progress.task("render", total) as advance:
         for name, counts in manifest.sources.items():
             source = catalog.source(name)
-            renderer = Renderer(source, catalog.templates_for(name), recipe)
+            # Few-shot exemplars come from the source's loaded examples (bounded by the cap).
+            pool = _read_examples(folder.examples(name)) if recipe.variants.few_shot > 0 else []
+            renderer = Renderer(source, catalog.templates_for(name), recipe, pool)
             rendered = rejected = 0
             with (
                 RejectSink(folder.rejects("render", name)) as rejects,
@@ -265,10 +267,7 @@ def render_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
             ):
                 for batch in read_batches(folder.examples(name)):
                     rows = []
-                    for ex in batch.to_pylist():
-                        example = Example(
-                            ex["example_id"], ex["split"], json.loads(ex["fields"]), ex["locator"]
-                        )
+                    for example in _examples_of(batch):
                         for result in renderer.render(example):
                             rendered += 1
                             if isinstance(result, RenderError):
@@ -297,6 +296,17 @@ def render_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
     manifest.timings_s["render"] = round(time.perf_counter() - started, 3)
     folder.write_manifest(manifest)
     return manifest
+
+
+def _examples_of(batch: pa.RecordBatch) -> list[Example]:
+    return [
+        Example(ex["example_id"], ex["split"], json.loads(ex["fields"]), ex["locator"])
+        for ex in batch.to_pylist()
+    ]
+
+
+def _read_examples(path: Path) -> list[Example]:
+    return [ex for batch in read_batches(path) for ex in _examples_of(batch)]
 
 
 def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:

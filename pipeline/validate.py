@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from .models import Limits, Record
+from .render import COT_ANSWER_PREFIX
 
 TEMPLATE_SYNTAX = ("{{", "}}", "{%", "%}", "{#", "#}")
 
@@ -44,16 +45,20 @@ def check_record(
         return "empty_output", "the assistant turn is empty"
     if any(not p.strip() for p in prompt):
         return "empty_prompt", "a user turn is empty"
+    if record.variant == "cot" and COT_ANSWER_PREFIX not in output:
+        return "cot_shape", f"chain-of-thought output lacks the line {COT_ANSWER_PREFIX!r}"
     if record.answer_choices is not None:
         if any(not c for c in record.answer_choices):
             return (
                 "empty_choice",
                 f"answer choices contain an empty string: {record.answer_choices}",
             )
-        if output not in record.answer_choices:
+        # A chain-of-thought output is the rationale, then the answer after the fixed prefix.
+        answer = output.rsplit(COT_ANSWER_PREFIX, 1)[-1] if record.variant == "cot" else output
+        if answer not in record.answer_choices:
             return (
                 "output_not_in_choices",
-                f"output {_short(output)!r} is not one of {record.answer_choices}",
+                f"output {_short(answer)!r} is not one of {record.answer_choices}",
             )
     prompt_chars = sum(len(m.content) for m in turns[:-1])
     if prompt_chars > limits.max_prompt_chars:

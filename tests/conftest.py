@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from pipeline import Manifest, load_catalog, run_recipe
 # Tests never touch the network: local files go through the same load_dataset path as the Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# A private datasets cache: tmp folders are reused across sessions, and a cached table for a
+# reused path would hide what this session wrote.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="instructmix-test-cache-")
 
 
 def write(path: Path, text: str) -> Path:
