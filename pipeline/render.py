@@ -251,7 +251,9 @@ class Renderer:
         per = recipe.templates_per_example
         self.k = len(self.templates) if per == "all" else min(per, len(self.templates))
         self.pool_by_split: dict[str, list[Example]] = {}
-        for ex in pool:
+        # Sorted by id, so exemplar draws depend on which examples are in the pool, not on the
+        # order they arrived in.
+        for ex in sorted(pool, key=lambda e: (e.split, e.example_id)):
             self.pool_by_split.setdefault(ex.split, []).append(ex)
         rationale = source.spec.rationale
         self.rationale: Renderable | None = None

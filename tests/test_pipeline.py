@@ -70,7 +70,15 @@ def test_export_loads_with_datasets(default_run: tuple[Path, Manifest]) -> None:
     }
     row = train[0]
     assert [m["role"] for m in row["messages"]][-1] == "assistant"
-    assert {"zero_shot", "inverted"} <= set(train.unique("variant"))
+    # The default recipe makes every form Flan 2022 trains on.
+    assert set(train.unique("variant")) == {
+        "zero_shot_opt",
+        "zero_shot_noopt",
+        "few_shot_opt",
+        "few_shot_noopt",
+        "cot",
+        "inverted",
+    }
     assert len(set(train["id"])) == train.num_rows
     # No example is split across train and validation.
     val_examples = {(r["source"], r["example_id"]) for r in ds["validation"]}

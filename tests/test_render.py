@@ -129,7 +129,7 @@ def test_answer_choices_as_jinja_string_split_on_bars(builtin_catalog, tmp_path:
         answer_choices="Yes ||| Maybe ||| {{ 'No' }}",
         system="Be brief.",
     )
-    record = render_one(source, template, ESNLI_FIELDS)
+    record = render_one(source, template, ESNLI_FIELDS, variant="zero_shot_noopt")
     assert record["answer_choices"] == ["Yes", "Maybe", "No"]
     assert record["messages"] == [
         {"role": "system", "content": "Be brief."},
@@ -160,3 +160,192 @@ def test_user_template_folder_overrides_nothing_but_adds(user_catalog: Path) -> 
     record = render_one(source, t, {"premise": "P.", "hypothesis": "H.", "label": 2})
     assert record["variant"] == "inverted"
     assert record["messages"][0]["content"] == "Write a claim that is contradiction given: P."
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _recipe(**variants: object) -> Recipe:
+    return Recipe.model_validate(
+        {
+            "name": "r",
+            "sources": ["esnli"],
+            "seed": 11,
+            "variants": variants,
+            "few_shot": {"k": 3, "max_chars": 2000},
+        }
+    )
+
+
+def test_lettered_options_with_marker_targets(builtin_catalog, tmp_path: Path) -> None:
+    source = builtin_catalog.source("esnli")
+    recipe = _recipe(option_styles=["letters"])
+    marker = _template(
+        tmp_path,
+        instruction="{{ premise }}",
+        output="{{ answer_choices[label] }}",
+        answer_choices=["yes", "maybe", "no"],
+        option_target="marker",
+    )
+    record = render_one(source, marker, {**ESNLI_FIELDS, "label": 1}, recipe=recipe)
+    user = record["messages"][0]["content"]
+    assert user.startswith("A man sleeps.\n\n") and user.endswith("\n(A) yes\n(B) maybe\n(C) no")
+    assert record["messages"][1]["content"] == "B"
+    assert record["answer_choices"] == ["A", "B", "C"]
+    assert record["variant"] == "zero_shot_opt"
+    both = _template(
+        tmp_path,
+        instruction="{{ premise }}",
+        output="{{ answer_choices[label] }}",
+        answer_choices=["yes", "maybe", "no"],
+        option_target="both",
+    )
+    assert render_one(source, both, ESNLI_FIELDS, recipe=recipe)["messages"][1]["content"] == (
+        "(A) yes"
+    )
+
+
+def test_options_placeholder_and_hidden_options(builtin_catalog, tmp_path: Path) -> None:
+    source = builtin_catalog.source("esnli")
+    template = _template(
+        tmp_path,
+        instruction="Q: {{ premise }}\n{{ options }}\nA:",
+        output="{{ answer_choices[label] }}",
+        answer_choices=["yes", "no"],
+    )
+    shown = render_one(source, template, ESNLI_FIELDS, recipe=_recipe(option_styles=["flan"]))
+    assert shown["messages"][0]["content"] == "Q: A man sleeps.\nOPTIONS:\n- yes\n- no\nA:"
+    hidden = render_one(source, template, ESNLI_FIELDS, variant="zero_shot_noopt")
+    assert hidden["messages"][0]["content"] == "Q: A man sleeps.\n\nA:"
+    assert hidden["variant"] == "zero_shot_noopt"
+
+
+def test_options_shown_share_is_respected(builtin_catalog) -> None:
+    source = builtin_catalog.source("paws")
+    templates = [t for t in builtin_catalog.templates_for("paws") if t.id == "same-meaning-yes-no"]
+    recipe = Recipe.model_validate(
+        {"name": "r", "sources": ["paws"], "variants": {"options_shown": 0.3}}
+    )
+    renderer = Renderer(source, templates, recipe)
+    examples = _first_examples(builtin_catalog, "paws", 400)
+    variants = [
+        r.variant for e in examples for r in renderer.render(e) if not isinstance(r, RenderError)
+    ]
+    share = variants.count("zero_shot_opt") / len(variants)
+    assert 0.22 < share < 0.38
+
+
+def test_few_shot_exemplars_never_the_example_and_seeded(builtin_catalog) -> None:
+    source = builtin_catalog.source("esnli")
+    templates = [
+        t for t in builtin_catalog.templates_for("esnli") if t.id == "relation-label-question"
+    ]
+    pool = _first_examples(builtin_catalog, "esnli", 60)
+    recipe = _recipe(zero_shot=0, few_shot=1)
+    forward = Renderer(source, templates, recipe, pool)
+    backward = Renderer(source, templates, recipe, list(reversed(pool)))
+    for example in pool[:20]:
+        (a,) = forward.render(example)
+        (b,) = backward.render(example)
+        assert not isinstance(a, RenderError) and not isinstance(b, RenderError)
+        assert a.variant == "few_shot_opt"
+        ((user, output),) = a.turns
+        blocks = user.split("\n\n")
+        assert 2 <= len(blocks) <= 4  # up to k=3 exemplars, then the example itself
+        own = forward._single(
+            example, forward.templates[0], forward.draw(example, forward.templates[0])
+        )
+        assert blocks[-1] == own[0] and output == own[1]
+        assert own[0] not in blocks[:-1]  # never the example itself
+        assert len(set(blocks)) == len(blocks)  # nor a duplicate
+        assert len(user) + len(output) <= 2000
+        # Exemplars come from the pool by seeded draw: the pool's order changes nothing...
+        assert sorted(blocks[:-1]) == sorted(b.turns[0][0].split("\n\n")[:-1])
+
+
+def test_few_shot_multi_turn_alternates(builtin_catalog) -> None:
+    source = builtin_catalog.source("esnli")
+    template = builtin_catalog.templates_for("esnli")[0]
+    pool = _first_examples(builtin_catalog, "esnli", 30)
+    recipe = Recipe.model_validate(
+        {
+            "name": "r",
+            "sources": ["esnli"],
+            "variants": {"zero_shot": 0, "few_shot": 1},
+            "few_shot": {"k": 2, "format": "multi_turn"},
+        }
+    )
+    record = render_one(
+        source,
+        template,
+        pool[0].fields,
+        recipe=recipe,
+        pool=pool,
+        example_id=pool[0].example_id,
+        split=pool[0].split,
+    )
+    roles = [m["role"] for m in record["messages"]]
+    assert roles == ["user", "assistant"] * 3
+    assert record["variant"].startswith("few_shot")
+
+
+def test_chain_of_thought_shape(builtin_catalog) -> None:
+    source = builtin_catalog.source("gsm8k")
+    template = next(t for t in builtin_catalog.templates_for("gsm8k") if t.spec.cot)
+    ex = _first_examples(builtin_catalog, "gsm8k", 1)[0]
+    record = render_one(source, template, ex.fields, variant="cot")
+    assert record["variant"] == "cot"
+    answer = record["messages"][-1]["content"]
+    # Rationale (the worked solution without its '#### 18' line), a blank line, the answer.
+    assert answer.endswith("\n\nSo the answer is: 18")
+    assert "####" not in answer and answer.startswith("Janet sells 16 - 3 - 4")
+
+
+def test_seeded_helpers_ignore_the_global_random(builtin_catalog, tmp_path: Path) -> None:
+    import random
+
+    source = builtin_catalog.source("esnli")
+    template = _template(
+        tmp_path,
+        instruction="{{ choice(['a', 'b', 'c', 'd', 'e', 'f']) }} "
+        "{{ shuffle([1, 2, 3, 4, 5]) | join(',') }}",
+    )
+    seen = set()
+    for global_seed in range(5):
+        random.seed(global_seed)
+        seen.add(render_one(source, template, ESNLI_FIELDS)["messages"][0]["content"])
+    assert len(seen) == 1
+    other = [
+        render_one(source, template, ESNLI_FIELDS, example_id=str(i))["messages"][0]["content"]
+        for i in range(20)
+    ]
+    assert len(set(other)) > 1  # ...but it does vary with the example
+
+
+def test_promptsource_style_jinja_form(builtin_catalog, tmp_path: Path) -> None:
+    source = builtin_catalog.source("esnli")
+    spec = TemplateSpec.model_validate(
+        {
+            "id": "ps",
+            "jinja": "{% set p = premise %}{{ p }} Right? ||| {{ answer_choices[label] }}",
+            "answer_choices": "Yes ||| Maybe ||| No",
+        }
+    )
+    record = render_one(
+        source,
+        Template(spec, "esnli", tmp_path / "ps.yaml"),
+        ESNLI_FIELDS,
+        variant="zero_shot_noopt",
+    )
+    assert [m["content"] for m in record["messages"]] == ["A man sleeps. Right?", "Yes"]
+
+
+def test_truncation_and_list_filters(builtin_catalog, tmp_path: Path) -> None:
+    source = builtin_catalog.source("esnli")
+    template = _template(
+        tmp_path,
+        instruction="{{ premise | truncate_chars(9) }}|"
+        "{{ ['x', 'y', 'z'] | or_list }}|{{ hypothesis | truncate_words(2) }}",
+    )
+    content = render_one(source, template, ESNLI_FIELDS)["messages"][0]["content"]
+    assert content == "A man...|x, y or z|A man..."

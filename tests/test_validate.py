@@ -21,7 +21,7 @@ def record(**overrides: Any) -> dict[str, Any]:
         "task": "t",
         "cluster": "c",
         "template_id": "tpl",
-        "variant": "zero_shot",
+        "variant": "zero_shot_opt",
         "answer_choices": ["yes", "no"],
         "example_id": "e1",
         "split": "train",
@@ -116,3 +116,27 @@ def test_template_syntax_in_the_data_itself_is_not_a_leftover() -> None:
     assert check_record(row, Limits(), data_has_syntax=True) is None
     assert has_template_syntax(["plain", ["nested {% if %}"]])
     assert not has_template_syntax(["plain", {"k": "v"}])
+
+
+def test_chain_of_thought_answer_is_read_after_the_prefix() -> None:
+    good = record(
+        variant="cot",
+        messages=[
+            {"role": "user", "content": "Is the sky blue? Think step by step."},
+            {"role": "assistant", "content": "It scatters blue light.\n\nSo the answer is: yes"},
+        ],
+    )
+    assert check_record(good, Limits()) is None
+    wrong = record(
+        variant="cot",
+        messages=[
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "Because.\n\nSo the answer is: perhaps"},
+        ],
+    )
+    assert check_record(wrong, Limits())[0] == "output_not_in_choices"  # type: ignore[index]
+    shapeless = record(
+        variant="cot",
+        messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "yes"}],
+    )
+    assert check_record(shapeless, Limits())[0] == "cot_shape"  # type: ignore[index]
