@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
 from rich.table import Table
 
 from . import __version__
@@ -18,6 +20,7 @@ from .catalog import load_catalog
 from .errors import PipelineError
 from .export import export_stage, push_to_hub
 from .models import Manifest
+from .preview import preview_records
 from .progress import NullProgress, Progress, RichProgress
 from .run import run_recipe
 from .stages import load_stage, mix_stage, render_stage, validate_stage
@@ -335,6 +338,50 @@ def templates_list(
     for r in rows:
         table.add_row(r["source"], r["id"], str(r["inverted"]), str(r["choices"]))
     Console().print(table)
+
+
+@templates_app.command("preview")
+def templates_preview(
+    source: Annotated[str, typer.Argument(help="Source whose templates to render.")],
+    template: Annotated[
+        str | None, typer.Option("--template", "-t", help="Only this template id.")
+    ] = None,
+    n: Annotated[int, typer.Option("-n", help="How many sample examples to render.")] = 2,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            "--variant",
+            help="Force a form: zero_shot_opt, zero_shot_noopt, few_shot_opt, few_shot_noopt, "
+            "cot (default: the draw the default recipe would make).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the draws.")] = 0,
+    sources: SourcesOpt = None,
+    templates: TemplatesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Render real sample examples with a source's templates, to read in the terminal."""
+    catalog = _catalog(sources, templates)
+    records = _guard(lambda: preview_records(catalog, source, template, n, variant, seed))
+    if as_json:
+        typer.echo(json.dumps(records, indent=2, ensure_ascii=False))
+        return
+    console = Console()
+    for rec in records:
+        if "error" in rec:
+            console.print(
+                Panel(
+                    rec["error"],
+                    title=f"{rec['template_id']}  (reject: {rec['rule']})",
+                    border_style="red",
+                )
+            )
+            continue
+        body = "\n\n".join(
+            f"[bold]{m['role']}[/bold]\n{escape(m['content'])}" for m in rec["messages"]
+        )
+        title = f"{rec['template_id']}  ·  {rec['variant']}  ·  example {rec['example_id']}"
+        console.print(Panel(body, title=title, border_style="cyan"))
 
 
 @recipes_app.command("list")

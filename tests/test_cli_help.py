@@ -65,3 +65,36 @@ def test_sources_list_json() -> None:
     assert result.exit_code == 0
     rows = json.loads(result.stdout)
     assert {"esnli", "gsm8k"} <= {r["name"] for r in rows}
+
+
+def test_templates_preview_json_renders_real_examples() -> None:
+    import json
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "templates",
+            "preview",
+            "esnli",
+            "-t",
+            "true-false-uncertain",
+            "-n",
+            "2",
+            "--variant",
+            "cot",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["example_id"] for r in rows] == ["1", "2"]
+    assert all(r["variant"] == "cot" for r in rows)
+    assert rows[0]["messages"][-1]["content"].endswith("So the answer is: impossible to decide")
+
+
+def test_templates_preview_panels_and_bad_template_id() -> None:
+    ok = CliRunner().invoke(app, ["templates", "preview", "gsm8k", "-n", "1"])
+    assert ok.exit_code == 0 and "how-much" in ok.output
+    bad = CliRunner().invoke(app, ["templates", "preview", "gsm8k", "-t", "nope"])
+    assert bad.exit_code == 1
+    assert "source 'gsm8k' has no template 'nope'" in bad.stderr
