@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -18,7 +19,9 @@ from rich.table import Table
 from . import __version__
 from .catalog import load_catalog
 from .errors import PipelineError
+from .executor import ExecutorName, make_executor
 from .export import export_stage, push_to_hub
+from .lint import lint_catalog
 from .models import Manifest
 from .preview import preview_records
 from .progress import NullProgress, Progress, RichProgress
@@ -59,6 +62,22 @@ TemplatesOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the run manifest as JSON on stdout.")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", "-w", help="Worker processes for render/validate (default: all cores)."
+    ),
+]
+ExecutorOpt = Annotated[
+    str,
+    typer.Option("--executor", help="'local' (processes on this machine) or 'ray' (Ray Data)."),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address", help="Ray cluster address for --executor ray (default: start a local Ray)."
+    ),
+]
 RecipeArg = Annotated[
     str | None,
     typer.Argument(help="Recipe file or catalog recipe name; default: the bundled 'default'."),
@@ -156,6 +175,9 @@ def run(
     data: DataOpt = "sample",
     sources: SourcesOpt = None,
     templates: TemplatesOpt = None,
+    workers: WorkersOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -168,6 +190,9 @@ def run(
             data=_data(data),
             source_dirs=sources or [],
             template_dirs=templates or [],
+            workers=workers,
+            executor=_executor_name(executor),
+            address=address,
             progress=progress,
         )
     )
@@ -200,19 +225,60 @@ def load(
 
 
 @app.command()
-def render(out: OutOpt = Path("output"), quiet: QuietOpt = False, as_json: JsonOpt = False) -> None:
+def render(
+    out: OutOpt = Path("output"),
+    workers: WorkersOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Stage 2: render OUT/examples with their templates into OUT/rendered."""
-    manifest = _guard(lambda: render_stage(out, progress=_progress(quiet, as_json)))
+    manifest = _on_executor(
+        render_stage, out, workers, executor, address, _progress(quiet, as_json)
+    )
     _report(manifest, quiet, as_json, "render")
 
 
 @app.command()
 def validate(
-    out: OutOpt = Path("output"), quiet: QuietOpt = False, as_json: JsonOpt = False
+    out: OutOpt = Path("output"),
+    workers: WorkersOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Stage 3: check every rendered record; good ones to OUT/valid, others to OUT/rejects."""
-    manifest = _guard(lambda: validate_stage(out, progress=_progress(quiet, as_json)))
+    manifest = _on_executor(
+        validate_stage, out, workers, executor, address, _progress(quiet, as_json)
+    )
     _report(manifest, quiet, as_json, "validate")
+
+
+def _on_executor(
+    stage: Callable[..., Manifest],
+    out: Path,
+    workers: int | None,
+    executor: str,
+    address: str | None,
+    progress: Progress,
+) -> Manifest:
+    def go() -> Manifest:
+        pool = make_executor(_executor_name(executor), workers, address)
+        try:
+            return stage(out, executor=pool, progress=progress)
+        finally:
+            pool.close()
+
+    return _guard(go)
+
+
+def _executor_name(value: str) -> ExecutorName:
+    if value not in ("local", "ray"):
+        typer.echo(f"error: --executor must be 'local' or 'ray', not {value!r}", err=True)
+        raise typer.Exit(2)
+    return value  # type: ignore[return-value]
 
 
 @app.command()
@@ -382,6 +448,37 @@ def templates_preview(
         )
         title = f"{rec['template_id']}  ·  {rec['variant']}  ·  example {rec['example_id']}"
         console.print(Panel(body, title=title, border_style="cyan"))
+
+
+@templates_app.command("lint")
+def templates_lint(
+    source: Annotated[str | None, typer.Argument(help="Only this source (default: all).")] = None,
+    max_examples: Annotated[
+        int | None,
+        typer.Option("--max-examples", help="Check at most this many sample rows per source."),
+    ] = None,
+    sources: SourcesOpt = None,
+    templates: TemplatesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every template on every sample example; exit 1 if any error is found."""
+    catalog = _catalog(sources, templates)
+    findings = _guard(
+        lambda: lint_catalog(catalog, [source] if source else None, max_examples=max_examples)
+    )
+    errors = [f for f in findings if f.severity == "error"]
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(f) for f in findings], indent=2, default=str))
+    else:
+        for finding in findings:
+            typer.echo(str(finding))
+        typer.echo(
+            f"{len(errors)} error(s), {len(findings) - len(errors)} warning(s) in "
+            f"{len(catalog.templates) if source is None else 1} source(s)",
+            err=True,
+        )
+    if errors:
+        raise typer.Exit(1)
 
 
 @recipes_app.command("list")

@@ -1,14 +1,16 @@
 """The run folder: where each stage reads the previous stage's output and writes its own.
 
-    <out>/manifest.json            counts per source, stages done, timings
-    <out>/examples/<source>.parquet   load: normalised examples (after the pushed-down cap)
-    <out>/rendered/<source>.parquet   render: records, one per (example, template)
-    <out>/valid/<source>.parquet      validate: records that passed every rule
-    <out>/mixed/<split>.parquet       mix: the selected, shuffled mixture
-    <out>/rejects/<stage>/<source>.jsonl   every example or record left out, with its reason
-    <out>/dataset/                 export: the Hub-style folder
+    <out>/manifest.json                       counts per source, stages done, timings
+    <out>/examples/<source>/part-NNNNN.parquet   load: normalised examples (after the cap)
+    <out>/rendered/<source>/part-NNNNN.parquet   render: one record per (example, template)
+    <out>/valid/<source>/part-NNNNN.parquet      validate: records that passed every rule
+    <out>/mixed/<split>.parquet                  mix: the selected, shuffled mixture
+    <out>/rejects/<stage>/<source>/part-NNNNN.jsonl   everything left out, with its reason
+    <out>/dataset/                            export: the Hub-style folder
 
-Every file is written under a temporary name and renamed into place, so a file that exists is
+A source's examples are cut into parts of a fixed number of rows in file order; a part is the
+unit of parallel work, and part N of every stage derives from part N of the stage before. Every
+file is written under a temporary name and renamed into place, so a file that exists is
 complete.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -161,20 +164,31 @@ class RunFolder:
     def manifest_path(self) -> Path:
         return self.root / "manifest.json"
 
-    def examples(self, source: str) -> Path:
-        return self.root / "examples" / f"{source}.parquet"
+    def stage_dir(self, stage: str, source: str) -> Path:
+        """``examples``, ``rendered`` or ``valid`` parts of one source."""
+        return self.root / stage / source
 
-    def rendered(self, source: str) -> Path:
-        return self.root / "rendered" / f"{source}.parquet"
+    def part(self, stage: str, source: str, index: int) -> Path:
+        return self.stage_dir(stage, source) / f"part-{index:05d}.parquet"
 
-    def valid(self, source: str) -> Path:
-        return self.root / "valid" / f"{source}.parquet"
+    def parts(self, stage: str, source: str) -> list[Path]:
+        return sorted(self.stage_dir(stage, source).glob("part-*.parquet"))
 
     def mixed(self, split: str) -> Path:
         return self.root / "mixed" / f"{split}.parquet"
 
-    def rejects(self, stage: str, source: str) -> Path:
-        return self.root / "rejects" / stage / f"{source}.jsonl"
+    def rejects(self, stage: str, source: str, index: int) -> Path:
+        return self.root / "rejects" / stage / source / f"part-{index:05d}.jsonl"
+
+    def reject_files(self, stage: str, source: str) -> list[Path]:
+        return sorted((self.root / "rejects" / stage / source).glob("part-*.jsonl"))
+
+    def clear(self, *names: str) -> None:
+        """Remove a stage's earlier outputs: they are derived, and stale parts would be read."""
+        for name in names:
+            target = self.root / name
+            if target.exists():
+                shutil.rmtree(target)
 
     @property
     def dataset(self) -> Path:
@@ -208,8 +222,58 @@ def read_batches(path: Path, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]
     yield from pf.iter_batches(batch_size=batch_rows)
 
 
-def reject_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+def reject_lines(folder: RunFolder, stage: str, source: str) -> list[dict[str, Any]]:
+    """Every reject one stage wrote for one source, in part order."""
+    out = []
+    for path in folder.reject_files(stage, source):
+        with open(path, encoding="utf-8") as fh:
+            out += [json.loads(line) for line in fh if line.strip()]
+    return out
+
+
+def write_rejects(path: Path, rejects: list[Reject]) -> None:
+    if not rejects:
+        return
+    with atomic_text(path) as fh:
+        for reject in rejects:
+            fh.write(reject.model_dump_json() + "\n")
+
+
+def write_part(path: Path, table: pa.Table, row_group_rows: int = 10_000) -> None:
+    with ParquetSink(path, table.schema, row_group_rows) as sink:
+        sink.write_table(table)
+
+
+class PartSink:
+    """Cuts a stream of rows into parts of ``part_rows`` rows, each written atomically."""
+
+    def __init__(
+        self, folder: RunFolder, stage: str, source: str, schema: pa.Schema, part_rows: int
+    ) -> None:
+        self.folder, self.stage, self.source = folder, stage, source
+        self.schema = schema
+        self.part_rows = part_rows
+        self.rows = 0
+        self.parts = 0
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+
+    def write_table(self, table: pa.Table) -> None:
+        while table.num_rows:
+            take = min(table.num_rows, self.part_rows - self._buffered)
+            self._buffer.append(table.slice(0, take))
+            self._buffered += take
+            table = table.slice(take)
+            if self._buffered == self.part_rows:
+                self._flush()
+
+    def close(self) -> None:
+        if self._buffered or self.parts == 0:
+            self._flush()
+
+    def _flush(self) -> None:
+        table = pa.concat_tables(self._buffer) if self._buffer else self.schema.empty_table()
+        write_part(self.folder.part(self.stage, self.source, self.parts), table)
+        self.rows += table.num_rows
+        self.parts += 1
+        self._buffer, self._buffered = [], 0

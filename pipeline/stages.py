@@ -1,15 +1,19 @@
 """The stages over a run folder: load -> render -> validate -> mix (export lives in export.py).
 
 Each stage reads only what the previous one wrote into the run folder, so running them one by one
-gives the same bytes as ``run``. Each updates ``manifest.json`` with its counts.
+gives the same bytes as ``run``. Render and validate run part by part on an executor (this
+process, worker processes, or Ray); the driver writes every file under a name fixed by the part,
+so the bytes do not depend on the executor or the number of workers.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .catalog import Catalog, builtin_root, catalog_for_recipe, load_recipe
 from .errors import CatalogError
+from .executor import Executor, LocalExecutor
 from .load import BadRow, DataMode, Example, iter_rows, open_source
 from .mix import example_key, order_key, plan_mixture, record_key, smallest, split_of
 from .models import Manifest, Recipe, Reject, SourceCounts
@@ -29,12 +34,22 @@ from .runfolder import (
     EXAMPLE_SCHEMA,
     RECORD_SCHEMA,
     ParquetSink,
+    PartSink,
     RejectSink,
     RunFolder,
     read_batches,
+    reject_lines,
+    write_part,
+    write_rejects,
 )
 from .seeding import stable_id
 from .validate import TEMPLATE_SYNTAX, check_record
+
+# Examples per part: the unit of parallel work. Fixed, so part files never depend on workers.
+EXAMPLES_PER_PART = 2000
+# Few-shot exemplars are drawn from at most this many examples of a source (smallest keys).
+FEW_SHOT_POOL = 20_000
+OUTPUT_DIR = {"render": "rendered", "validate": "valid"}
 
 
 def default_recipe_path() -> Path:
@@ -112,6 +127,7 @@ def load_stage(
     names = resolve_sources(recipe, catalog)
 
     folder = RunFolder(out)
+    folder.clear("examples", "rendered", "valid", "mixed", "rejects")
     recipe_json = recipe.model_dump(mode="json")
     manifest = Manifest(
         instructmix_version=__version__,
@@ -177,15 +193,15 @@ def _load_source(
     splits: list[Any],
     data: DataMode,
     needed: int,
-    advance: Any,
+    advance: Callable[[int], None],
 ) -> SourceCounts:
     """Normalise every row; keep the ``needed`` examples with the smallest seeded keys."""
     source = catalog.source(name)
     counts = SourceCounts()
     heap: list[int] = []  # negated keys of the `needed` smallest: memory bounded by the cap
-    all_path = folder.examples(name).with_suffix(".all.parquet")
+    all_path = folder.root / "examples" / f".{name}.all.parquet"
     with (
-        RejectSink(folder.rejects("load", name)) as rejects,
+        RejectSink(folder.rejects("load", name, 0)) as rejects,
         ParquetSink(all_path, EXAMPLE_SCHEMA) as sink,
     ):
         for split_data in splits:
@@ -218,19 +234,17 @@ def _load_source(
         counts.examples_rejected = rejects.count
         counts.rejected_by_rule = dict(rejects.by_rule)
     kept = sink.rows
-    threshold = -heap[0] if heap else -1
-    with ParquetSink(folder.examples(name), EXAMPLE_SCHEMA) as final:
+    parts = PartSink(folder, "examples", name, EXAMPLE_SCHEMA, EXAMPLES_PER_PART)
+    bound = pa.scalar(-heap[0] if heap else 0, type=pa.uint64())
+    for batch in read_batches(all_path):
+        table = pa.Table.from_batches([batch], schema=EXAMPLE_SCHEMA)
         if kept > needed:
-            for batch in read_batches(all_path):
-                table = pa.Table.from_batches([batch])
-                bound = pa.scalar(threshold, type=pa.uint64())
-                final.write_table(table.filter(pc.less_equal(table["key"], bound)))
-        else:
-            for batch in read_batches(all_path):
-                final.write_table(pa.Table.from_batches([batch]))
+            table = table.filter(pc.less_equal(table["key"], bound))
+        parts.write_table(table)
+    parts.close()
     all_path.unlink()
-    counts.examples_rendered = final.rows
-    counts.examples_capped = kept - final.rows
+    counts.examples_rendered = parts.rows
+    counts.examples_capped = kept - parts.rows
     return counts
 
 
@@ -244,60 +258,6 @@ def _example_row(example: Example, key: int) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- render
-
-
-def render_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
-    progress = progress or NullProgress()
-    started = time.perf_counter()
-    folder = RunFolder(out)
-    manifest = folder.read_manifest(needs="load")
-    recipe, catalog = recipe_context(manifest)
-    total = sum(c.examples_rendered for c in manifest.sources.values())
-    with progress.task("render", total) as advance:
-        for name, counts in manifest.sources.items():
-            source = catalog.source(name)
-            # Few-shot exemplars come from the source's loaded examples (bounded by the cap).
-            pool = _read_examples(folder.examples(name)) if recipe.variants.few_shot > 0 else []
-            renderer = Renderer(source, catalog.templates_for(name), recipe, pool)
-            rendered = rejected = 0
-            with (
-                RejectSink(folder.rejects("render", name)) as rejects,
-                ParquetSink(folder.rendered(name), RECORD_SCHEMA) as sink,
-            ):
-                for batch in read_batches(folder.examples(name)):
-                    rows = []
-                    for example in _examples_of(batch):
-                        for result in renderer.render(example):
-                            rendered += 1
-                            if isinstance(result, RenderError):
-                                rejected += 1
-                                rejects.add(
-                                    Reject(
-                                        stage="render",
-                                        source=name,
-                                        split=example.split,
-                                        example_id=example.example_id,
-                                        template_id=result.template_id,
-                                        rule=result.rule,
-                                        message=str(result),
-                                        locator=example.locator,
-                                    )
-                                )
-                            else:
-                                rows.append(to_record(source, example, result))
-                    sink.write_rows(rows)
-                    advance(batch.num_rows)
-            counts.records_rendered = rendered
-            counts.records_rejected = rejected
-            counts.records_accepted = 0
-            counts.rejected_by_rule = _merge(counts.rejected_by_rule, rejects.by_rule)
-    manifest.stages_done = ["load", "render"]
-    manifest.timings_s["render"] = round(time.perf_counter() - started, 3)
-    folder.write_manifest(manifest)
-    return manifest
-
-
 def _examples_of(batch: pa.RecordBatch) -> list[Example]:
     return [
         Example(ex["example_id"], ex["split"], json.loads(ex["fields"]), ex["locator"])
@@ -305,8 +265,172 @@ def _examples_of(batch: pa.RecordBatch) -> list[Example]:
     ]
 
 
-def _read_examples(path: Path) -> list[Example]:
-    return [ex for batch in read_batches(path) for ex in _examples_of(batch)]
+# --------------------------------------------------------------------------- parts on executors
+
+
+@dataclass(frozen=True)
+class PartTask:
+    """One part of one source for one stage; small and picklable, so it travels to workers."""
+
+    out: str
+    fingerprint: str  # the recipe's: cached per-process state is keyed by it
+    source: str
+    part: int
+
+
+@dataclass
+class PartResult:
+    table: pa.Table
+    rejects: list[Reject] = field(default_factory=list)
+    rows_in: int = 0
+
+
+@functools.lru_cache(maxsize=4)
+def _context(out: str, fingerprint: str) -> tuple[Recipe, Catalog]:
+    # Per process: each worker rebuilds the recipe and catalog once, not once per part.
+    return recipe_context(RunFolder(Path(out)).read_manifest())
+
+
+@functools.lru_cache(maxsize=64)
+def _renderer(out: str, fingerprint: str, source: str) -> Renderer:
+    recipe, catalog = _context(out, fingerprint)
+    pool = _pool(RunFolder(Path(out)), source) if recipe.variants.few_shot > 0 else []
+    return Renderer(catalog.source(source), catalog.templates_for(source), recipe, pool)
+
+
+def _pool(folder: RunFolder, source: str) -> list[Example]:
+    """The few-shot pool: the FEW_SHOT_POOL loaded examples with the smallest keys."""
+    heap: list[tuple[int, str]] = []
+    rows: dict[str, Example] = {}
+    for path in folder.parts("examples", source):
+        for batch in read_batches(path):
+            for key, example in zip(
+                batch.column("key").to_pylist(), _examples_of(batch), strict=True
+            ):
+                item = (-key, example.example_id)
+                if len(heap) < FEW_SHOT_POOL:
+                    heapq.heappush(heap, item)
+                    rows[example.example_id] = example
+                elif item > heap[0]:
+                    dropped = heapq.heapreplace(heap, item)
+                    del rows[dropped[1]]
+                    rows[example.example_id] = example
+    return list(rows.values())
+
+
+def render_part(task: PartTask) -> PartResult:
+    """Render one part of examples into records (a top-level function, so workers can run it)."""
+    _, catalog = _context(task.out, task.fingerprint)
+    source = catalog.source(task.source)
+    renderer = _renderer(task.out, task.fingerprint, task.source)
+    folder = RunFolder(Path(task.out))
+    rows: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
+    n = 0
+    for batch in read_batches(folder.part("examples", task.source, task.part)):
+        for example in _examples_of(batch):
+            n += 1
+            for result in renderer.render(example):
+                if isinstance(result, RenderError):
+                    rejects.append(
+                        Reject(
+                            stage="render",
+                            source=task.source,
+                            split=example.split,
+                            example_id=example.example_id,
+                            template_id=result.template_id,
+                            rule=result.rule,
+                            message=str(result),
+                            locator=example.locator,
+                        )
+                    )
+                else:
+                    rows.append(to_record(source, example, result))
+    return PartResult(pa.Table.from_pylist(rows, schema=RECORD_SCHEMA), rejects, n)
+
+
+def validate_part(task: PartTask) -> PartResult:
+    """Check one part of rendered records; keep the good ones, reject the rest with a reason."""
+    recipe, _ = _context(task.out, task.fingerprint)
+    folder = RunFolder(Path(task.out))
+    with_syntax = _examples_with_template_syntax(folder.part("examples", task.source, task.part))
+    keep: list[bool] = []
+    rejects: list[Reject] = []
+    for batch in read_batches(folder.part("rendered", task.source, task.part)):
+        for row in batch.to_pylist():
+            problem = check_record(row, recipe.limits, row["example_id"] in with_syntax)
+            keep.append(problem is None)
+            if problem is not None:
+                rejects.append(
+                    Reject(
+                        stage="validate",
+                        source=task.source,
+                        split=row["split"],
+                        example_id=row["example_id"],
+                        template_id=row["template_id"],
+                        rule=problem[0],
+                        message=problem[1],
+                        locator=f"record {row['id']}",
+                    )
+                )
+    table = pq.read_table(folder.part("rendered", task.source, task.part), schema=RECORD_SCHEMA)
+    table = table.filter(pa.array(keep, type=pa.bool_()))
+    return PartResult(table, rejects, len(keep))
+
+
+def _examples_with_template_syntax(path: Path) -> set[str]:
+    # JSON escaping leaves braces, % and # alone, so the serialised fields can be searched as is.
+    found: set[str] = set()
+    for batch in read_batches(path):
+        ids = batch.column("example_id").to_pylist()
+        for eid, fields in zip(ids, batch.column("fields").to_pylist(), strict=True):
+            if any(tok in fields for tok in TEMPLATE_SYNTAX):
+                found.add(eid)
+    return found
+
+
+def _run_parts(
+    folder: RunFolder,
+    manifest: Manifest,
+    stage: str,
+    reads: str,
+    fn: Callable[[PartTask], PartResult],
+    executor: Executor,
+    progress: Progress,
+) -> dict[str, dict[str, int]]:
+    """Run ``fn`` on every part of every source; write each result where its part says.
+
+    Returns the rejects per source, counted by rule."""
+    tasks = [
+        PartTask(str(folder.root), manifest.recipe_fingerprint, name, i)
+        for name in manifest.sources
+        for i in range(len(folder.parts(reads, name)))
+    ]
+    rules: dict[str, dict[str, int]] = {name: {} for name in manifest.sources}
+    total = sum(pq.read_metadata(folder.part(reads, t.source, t.part)).num_rows for t in tasks)
+    with progress.task(stage, total) as advance:
+        for index, result in executor.imap(fn, tasks):
+            task = tasks[index]
+            write_part(folder.part(OUTPUT_DIR[stage], task.source, task.part), result.table)
+            write_rejects(folder.rejects(stage, task.source, task.part), result.rejects)
+            # Only counts are kept: sums do not depend on the order results arrive in.
+            rules[task.source] = _merge(rules[task.source], _by_rule(result.rejects))
+            advance(result.rows_in)
+    return rules
+
+
+def _rules_on_disk(folder: RunFolder, stage: str, source: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for row in reject_lines(folder, stage, source):
+        out[row["rule"]] = out.get(row["rule"], 0) + 1
+    return out
+
+
+def _by_rule(rejects: list[Reject]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rejects:
+        out[r.rule] = out.get(r.rule, 0) + 1
+    return out
 
 
 def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -316,63 +440,74 @@ def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-# --------------------------------------------------------------------------- validate
+# --------------------------------------------------------------------------- render
 
 
-def validate_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
+def render_stage(
+    out: Path, *, executor: Executor | None = None, progress: Progress | None = None
+) -> Manifest:
     progress = progress or NullProgress()
     started = time.perf_counter()
     folder = RunFolder(out)
-    manifest = folder.read_manifest(needs="render")
-    recipe, _ = recipe_context(manifest)
-    total = sum(c.records_rendered - c.records_rejected for c in manifest.sources.values())
-    with progress.task("validate", total) as advance:
-        for name, counts in manifest.sources.items():
-            with_syntax = _examples_with_template_syntax(folder.examples(name))
-            with (
-                RejectSink(folder.rejects("validate", name)) as rejects,
-                ParquetSink(folder.valid(name), RECORD_SCHEMA) as sink,
-            ):
-                for batch in read_batches(folder.rendered(name)):
-                    rows = []
-                    for row in batch.to_pylist():
-                        problem = check_record(row, recipe.limits, row["example_id"] in with_syntax)
-                        if problem is None:
-                            rows.append(row)
-                            continue
-                        rejects.add(
-                            Reject(
-                                stage="validate",
-                                source=name,
-                                split=row["split"],
-                                example_id=row["example_id"],
-                                template_id=row["template_id"],
-                                rule=problem[0],
-                                message=problem[1],
-                                locator=f"record {row['id']}",
-                            )
-                        )
-                    sink.write_rows(rows)
-                    advance(batch.num_rows)
-            counts.records_rejected += rejects.count
-            counts.records_accepted = sink.rows
-            counts.rejected_by_rule = _merge(counts.rejected_by_rule, rejects.by_rule)
-    manifest.stages_done = ["load", "render", "validate"]
-    manifest.timings_s["validate"] = round(time.perf_counter() - started, 3)
+    manifest = folder.read_manifest(needs="load")
+    folder.clear("rendered", "valid", "mixed", "rejects/render", "rejects/validate")
+    own = executor is None
+    executor = executor or LocalExecutor(1)
+    try:
+        rules = _run_parts(
+            folder, manifest, "render", "examples", render_part, executor, progress
+        )
+    finally:
+        if own:
+            executor.close()
+    for name, counts in manifest.sources.items():
+        rejected = sum(rules[name].values())
+        written = sum(pq.read_metadata(p).num_rows for p in folder.parts("rendered", name))
+        counts.records_rendered = written + rejected
+        counts.records_rejected = rejected
+        counts.records_accepted = 0
+        counts.records_selected = counts.records_dropped_by_mix = 0
+        counts.rejected_by_rule = _merge(_rules_on_disk(folder, "load", name), rules[name])
+    manifest.stages_done = ["load", "render"]
+    manifest.timings_s["render"] = round(time.perf_counter() - started, 3)
     folder.write_manifest(manifest)
     return manifest
 
 
-def _examples_with_template_syntax(path: Path) -> set[str]:
-    # JSON escaping leaves braces, % and # alone, so the serialised fields can be searched as is.
-    found: set[str] = set()
-    for batch in read_batches(path):
-        for eid, fields in zip(
-            batch.column("example_id").to_pylist(), batch.column("fields").to_pylist(), strict=True
-        ):
-            if any(tok in fields for tok in TEMPLATE_SYNTAX):
-                found.add(eid)
-    return found
+# --------------------------------------------------------------------------- validate
+
+
+def validate_stage(
+    out: Path, *, executor: Executor | None = None, progress: Progress | None = None
+) -> Manifest:
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    folder = RunFolder(out)
+    manifest = folder.read_manifest(needs="render")
+    folder.clear("valid", "mixed", "rejects/validate")
+    own = executor is None
+    executor = executor or LocalExecutor(1)
+    try:
+        rules = _run_parts(folder, manifest, "validate", "rendered", validate_part, executor, progress)
+    finally:
+        if own:
+            executor.close()
+    for name, counts in manifest.sources.items():
+        # Recounted from the files, so running this stage twice never counts twice.
+        earlier = _merge(
+            _rules_on_disk(folder, "load", name), _rules_on_disk(folder, "render", name)
+        )
+        counts.records_rejected = sum(_rules_on_disk(folder, "render", name).values()) + sum(
+            rules[name].values()
+        )
+        counts.records_accepted = sum(
+            pq.read_metadata(p).num_rows for p in folder.parts("valid", name)
+        )
+        counts.rejected_by_rule = _merge(earlier, rules[name])
+    manifest.stages_done = ["load", "render", "validate"]
+    manifest.timings_s["validate"] = round(time.perf_counter() - started, 3)
+    folder.write_manifest(manifest)
+    return manifest
 
 
 # --------------------------------------------------------------------------- mix
@@ -383,12 +518,18 @@ def mix_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
     started = time.perf_counter()
     folder = RunFolder(out)
     manifest = folder.read_manifest(needs="validate")
+    folder.clear("mixed")
     recipe, _ = recipe_context(manifest)
     seed = recipe.seed
     tables = []
     with progress.task("mix", len(manifest.sources)) as advance:
         for name, counts in manifest.sources.items():
-            table = pq.read_table(folder.valid(name))
+            parts = folder.parts("valid", name)
+            table = (
+                pa.concat_tables([pq.read_table(p, schema=RECORD_SCHEMA) for p in parts])
+                if parts
+                else RECORD_SCHEMA.empty_table()
+            )
             ids = table.column("id").to_pylist()
             keep = smallest([record_key(seed, i) for i in ids], counts.records_target)
             mask = pa.array([i in keep for i in range(len(ids))], type=pa.bool_())
@@ -412,16 +553,13 @@ def mix_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
     out_split = [out_split[i] for i in order]
     manifest.splits = {}
     for split in ("train", "validation"):
-        mask = pa.array([s == split for s in out_split], type=pa.bool_())
-        part = mixture.filter(mask)
+        part = mixture.filter(pa.array([s == split for s in out_split], type=pa.bool_()))
         if split == "train" or part.num_rows:
             with ParquetSink(
                 folder.mixed(split), RECORD_SCHEMA, recipe.export.row_group_rows
             ) as sink:
                 sink.write_table(part)
             manifest.splits[split] = part.num_rows
-        elif folder.mixed(split).exists():
-            folder.mixed(split).unlink()
     manifest.stages_done = ["load", "render", "validate", "mix"]
     manifest.timings_s["mix"] = round(time.perf_counter() - started, 3)
     folder.write_manifest(manifest)

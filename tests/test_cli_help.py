@@ -98,3 +98,23 @@ def test_templates_preview_panels_and_bad_template_id() -> None:
     bad = CliRunner().invoke(app, ["templates", "preview", "gsm8k", "-t", "nope"])
     assert bad.exit_code == 1
     assert "source 'gsm8k' has no template 'nope'" in bad.stderr
+
+
+def test_templates_lint_cli_exit_codes(user_catalog) -> None:  # type: ignore[no-untyped-def]
+    args = [
+        "templates",
+        "lint",
+        "mini_nli",
+        "--sources",
+        str(user_catalog / "sources"),
+        "--templates",
+        str(user_catalog / "templates"),
+    ]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    tpl = user_catalog / "templates" / "mini_nli.yaml"
+    tpl.write_text(
+        tpl.read_text().replace('output: "{{ hypothesis }}"', 'output: "{{ hypothesis }}n"')
+    )
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "stray_after_field" in result.stdout and "mini_nli/write-claim" in result.stdout

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from pipeline import Manifest, push_to_hub, run_recipe
 from pipeline.cli import app
-from pipeline.runfolder import reject_lines
+from pipeline.runfolder import RunFolder, reject_lines
 
 from .conftest import write
 
@@ -35,12 +35,12 @@ def test_default_run_counts_add_up(default_run: tuple[Path, Manifest]) -> None:
         assert c.records_rendered == c.records_accepted + c.records_rejected
         assert c.records_accepted == c.records_selected + c.records_dropped_by_mix
         rejects = sum(
-            len(reject_lines(out / "rejects" / s / f"{name}.jsonl"))
-            for s in ("load", "render", "validate")
+            len(reject_lines(RunFolder(out), s, name)) for s in ("load", "render", "validate")
         )
         assert rejects == c.examples_rejected + c.records_rejected
         assert sum(c.rejected_by_rule.values()) == rejects
-        assert pq.read_metadata(out / "valid" / f"{name}.parquet").num_rows == c.records_accepted
+        valid = sum(pq.read_metadata(p).num_rows for p in RunFolder(out).parts("valid", name))
+        assert valid == c.records_accepted
     exported = sum(
         pq.read_metadata(p).num_rows for p in (out / "dataset" / "data").glob("*.parquet")
     )
@@ -149,7 +149,7 @@ def test_planted_bad_row_lands_in_rejects_and_the_run_succeeds(
     counts = manifest.sources["mini_nli"]
     assert counts.examples_in == 5 and counts.examples_rejected == 1
     assert counts.rejected_by_rule == {"bad_label": 1}
-    (reject,) = reject_lines(out / "rejects" / "load" / "mini_nli.jsonl")
+    (reject,) = reject_lines(RunFolder(out), "load", "mini_nli")
     assert reject["rule"] == "bad_label" and reject["example_id"] == "9"
     assert reject["locator"].endswith("mini_nli.jsonl row 5")
     assert manifest.check() == []
@@ -292,3 +292,29 @@ def test_push_errors_never_echo_the_token(default_run: tuple[Path, Manifest]) ->
         push_to_hub(out / "dataset", "me/x", token="hf_abcdefghijklmnopqrstuvwxyz", api=Failing())
     assert "hf_abcdefghij" not in str(err.value)
     assert "401 Unauthorized" in str(err.value)
+
+
+def test_workers_give_the_same_bytes_as_one_process(
+    default_run: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    out, manifest = default_run
+    parallel = run_recipe(None, tmp_path / "w2", workers=2)
+    assert _dataset_bytes(tmp_path / "w2") == _dataset_bytes(out)
+    assert parallel.sources == manifest.sources
+    # Intermediate parts match too, file names included.
+    for stage in ("examples", "rendered", "valid"):
+        for name in manifest.sources:
+            ours = [p.read_bytes() for p in RunFolder(tmp_path / "w2").parts(stage, name)]
+            assert ours == [p.read_bytes() for p in RunFolder(out).parts(stage, name)]
+
+
+def test_rerunning_a_stage_does_not_count_twice(tmp_path: Path, user_catalog: Path) -> None:
+    tpl = user_catalog / "templates" / "mini_nli.yaml"
+    tpl.write_text(tpl.read_text().replace("{{ names.label }}", "{{ names.lable }}"))
+    out = tmp_path / "o"
+    first = run_recipe(user_catalog / "recipes" / "mini.yaml", out)
+    for args in (["render", "-w", "1"], ["validate", "-w", "2"], ["validate"], ["mix"], ["export"]):
+        assert runner.invoke(app, [*args, "--out", str(out), "-q"]).exit_code == 0
+    again = Manifest.model_validate_json((out / "manifest.json").read_text())
+    assert again.sources == first.sources
+    assert again.check() == []

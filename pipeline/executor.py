@@ -1,0 +1,121 @@
+"""Where stage tasks run: in this process, in worker processes, or on a Ray cluster.
+
+A task is a picklable value handed to a top-level function; its result comes back to the driver,
+which writes every file under a name fixed by the task, never by the worker or the order tasks
+finish in. So one worker, many workers and a Ray cluster write the same bytes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Literal, Protocol, TypeVar
+
+from .errors import PipelineError
+
+T = TypeVar("T")
+R = TypeVar("R")
+ExecutorName = Literal["local", "ray"]
+
+
+class Executor(Protocol):
+    workers: int
+
+    def imap(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
+        """Yield ``(task index, result)`` as tasks finish, in any order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def default_workers() -> int:
+    return max(
+        1,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    )
+
+
+class LocalExecutor:
+    """Tasks in this process (``workers=1``) or in a pool of spawned worker processes."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers if workers and workers > 0 else default_workers()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def imap(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
+        if self.workers == 1 or len(tasks) <= 1:
+            for i, task in enumerate(tasks):
+                yield i, fn(task)
+            return
+        if self._pool is None:
+            # spawn, not fork: the parent may hold threads (Arrow, datasets) that fork would copy
+            # in a locked state.
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        futures = {self._pool.submit(fn, task): i for i, task in enumerate(tasks)}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor:
+    """The same tasks as Ray Data map tasks, on a local Ray or a cluster at ``address``."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise PipelineError(
+                "--executor ray needs Ray: pip install 'instructmix[ray]'"
+            ) from None
+        self._ray = ray
+        self._started_here = not ray.is_initialized()
+        if self._started_here:
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address:
+                kwargs["address"] = address
+            elif workers:
+                kwargs["num_cpus"] = workers
+            ray.init(**kwargs)
+        self.workers = int(ray.cluster_resources().get("CPU", 1))
+
+    def imap(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        items = [{"index": i, "task": task} for i, task in enumerate(tasks)]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+
+        def run_one(row: dict[str, Any]) -> dict[str, Any]:
+            # Results travel pickled: Ray Data would otherwise try to turn them into columns.
+            return {"index": row["index"], "result": pickle.dumps(fn(row["task"]))}
+
+        for row in ds.map(run_one, num_cpus=1).iter_rows():
+            yield int(row["index"]), pickle.loads(row["result"])
+
+    def close(self) -> None:
+        if self._started_here and self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def make_executor(
+    name: ExecutorName = "local", workers: int | None = None, address: str | None = None
+) -> Executor:
+    if name == "ray":
+        return RayExecutor(address, workers)
+    if address:
+        raise PipelineError("--address only applies to --executor ray")
+    return LocalExecutor(workers)
