@@ -27,6 +27,13 @@ def stable_key(*parts: object) -> int:
     return int.from_bytes(_digest(*parts)[:8], "big")
 
 
+def stable_keys(n: int, *parts: object) -> list[int]:
+    """``n`` independent 64-bit keys from one hash: for a group of decisions about one item."""
+    joined = "\x1f".join(str(p) for p in parts)
+    digest = hashlib.blake2b(joined.encode("utf-8"), digest_size=8 * n).digest()
+    return [int.from_bytes(digest[8 * i : 8 * i + 8], "big") for i in range(n)]
+
+
 def stable_unit(*parts: object) -> float:
     """A number in [0, 1) for threshold decisions (e.g. which examples go to validation)."""
     return stable_key(*parts) / 2**64
