@@ -7,6 +7,7 @@ finish in. So one worker, many workers and a Ray cluster write the same bytes.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import pickle
@@ -83,7 +84,12 @@ class RayExecutor:
         self._ray = ray
         self._started_here = not ray.is_initialized()
         if self._started_here:
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "logging_level": logging.ERROR,
+                "configure_logging": True,
+            }
             if address:
                 kwargs["address"] = address
             elif workers:
@@ -96,12 +102,14 @@ class RayExecutor:
 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
-        items = [{"index": i, "task": task} for i, task in enumerate(tasks)]
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        items = [{"index": i, "task": pickle.dumps(task)} for i, task in enumerate(tasks)]
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
 
         def run_one(row: dict[str, Any]) -> dict[str, Any]:
             # Results travel pickled: Ray Data would otherwise try to turn them into columns.
-            return {"index": row["index"], "result": pickle.dumps(fn(row["task"]))}
+            return {"index": row["index"], "result": pickle.dumps(fn(pickle.loads(row["task"])))}
 
         for row in ds.map(run_one, num_cpus=1).iter_rows():
             yield int(row["index"]), pickle.loads(row["result"])

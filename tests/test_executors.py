@@ -1,0 +1,48 @@
+"""Executors: worker processes and Ray give the bytes a single process gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline import Manifest, PipelineError, run_recipe
+from pipeline.executor import LocalExecutor, make_executor
+from pipeline.runfolder import RunFolder
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _all_files(root: Path) -> dict[str, bytes]:
+    keep = ("examples", "rendered", "valid", "mixed", "rejects", "dataset")
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] in keep
+    }
+
+
+def test_local_executor_returns_every_result_with_its_index() -> None:
+    pool = LocalExecutor(2)
+    try:
+        assert sorted(pool.imap(_square, list(range(10)))) == [(i, i * i) for i in range(10)]
+    finally:
+        pool.close()
+
+
+def test_address_needs_ray() -> None:
+    with pytest.raises(PipelineError, match="only applies to --executor ray"):
+        make_executor("local", 2, "ray://somewhere:10001")
+
+
+def test_ray_executor_matches_local_byte_for_byte(
+    default_run: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    out, manifest = default_run
+    ray_run = run_recipe(None, tmp_path / "ray", executor="ray", workers=2)
+    assert ray_run.sources == manifest.sources
+    # Every part, reject and export file, names included.
+    assert _all_files(tmp_path / "ray") == _all_files(out)
+    assert RunFolder(tmp_path / "ray").parts("rendered", "esnli")
