@@ -140,11 +140,13 @@ def _check_columns(source: Source, columns: list[str], where: str, hub_mode: boo
 def iter_rows(
     source: Source, split_data: SplitData, data: DataMode
 ) -> Iterator[list[Example | BadRow]]:
-    """Batches of normalised examples (or bad rows) in file order, with stable example ids."""
+    """Batches of normalised examples (or bad rows) in file order, with stable example ids.
+
+    Duplicate ids are not detected here: that needs the whole source, and the load stage does
+    it without holding the source in memory."""
     spec = source.spec
     hub_mode = data == "hub"
     id_field = spec.hub.id_field if hub_mode else (spec.sample.id_field if spec.sample else None)
-    seen: dict[str, str] = {}
     index = 0
     for batch in split_data.dataset.iter(batch_size=BATCH_ROWS):
         n = len(next(iter(batch.values()))) if batch else 0
@@ -153,7 +155,7 @@ def iter_rows(
             index += 1
             raw = {k: v[i] for k, v in batch.items()}
             locator = f"{split_data.where} row {index}"
-            out.append(_normalise(source, raw, split_data.split, locator, id_field, hub_mode, seen))
+            out.append(_normalise(source, raw, split_data.split, locator, id_field, hub_mode))
         yield out
 
 
@@ -164,7 +166,6 @@ def _normalise(
     locator: str,
     id_field: str | None,
     hub_mode: bool,
-    seen: dict[str, str],
 ) -> Example | BadRow:
     spec = source.spec
     example_id = None
@@ -185,15 +186,7 @@ def _normalise(
         # No id column: the content is the identity, so reordering the file keeps every id.
         canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
         example_id = stable_id(spec.name, split, canonical)[:16]
-    if example_id in seen:
-        return BadRow(
-            split,
-            example_id,
-            "duplicate_example_id",
-            f"example id {example_id!r} already used at {seen[example_id]} ({locator})",
-            locator,
-        )
-    seen[example_id] = locator
+    # Duplicate ids are found by the load stage over the whole source (see stages.py).
     return Example(example_id, split, fields, locator)
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__
@@ -195,57 +195,97 @@ def _load_source(
     needed: int,
     advance: Callable[[int], None],
 ) -> SourceCounts:
-    """Normalise every row; keep the ``needed`` examples with the smallest seeded keys."""
+    """Normalise every row, reject bad ones and later duplicates of an id, and keep the
+    ``needed`` examples with the smallest seeded keys.
+
+    Memory stays flat in the size of the source: rows stream to a temporary parquet file, and the
+    duplicate and cap decisions need only its 8-byte key column.
+    """
     source = catalog.source(name)
     counts = SourceCounts()
-    heap: list[int] = []  # negated keys of the `needed` smallest: memory bounded by the cap
     all_path = folder.root / "examples" / f".{name}.all.parquet"
-    with (
-        RejectSink(folder.rejects("load", name, 0)) as rejects,
-        ParquetSink(all_path, EXAMPLE_SCHEMA) as sink,
-    ):
-        for split_data in splits:
-            for batch in iter_rows(source, split_data, data):
-                rows = []
-                for item in batch:
-                    counts.examples_in += 1
-                    if isinstance(item, BadRow):
-                        rejects.add(
-                            Reject(
-                                stage="load",
-                                source=name,
-                                split=item.split,
-                                example_id=item.example_id,
-                                template_id=None,
-                                rule=item.rule,
-                                message=item.message,
-                                locator=item.locator,
+    with RejectSink(folder.rejects("load", name, 0)) as rejects:
+        with ParquetSink(all_path, EXAMPLE_SCHEMA) as sink:
+            for split_data in splits:
+                for batch in iter_rows(source, split_data, data):
+                    rows = []
+                    for item in batch:
+                        counts.examples_in += 1
+                        if isinstance(item, BadRow):
+                            rejects.add(
+                                _load_reject(
+                                    name,
+                                    item.split,
+                                    item.example_id,
+                                    item.rule,
+                                    item.message,
+                                    item.locator,
+                                )
                             )
+                        else:
+                            key = example_key(recipe.seed, name, item.example_id)
+                            rows.append(_example_row(item, key))
+                    sink.write_rows(rows)
+                    advance(len(batch))
+        keys = pq.read_table(all_path, columns=["key"]).column("key").to_numpy()
+        unique, occurrences = np.unique(keys, return_counts=True)
+        repeated = set(unique[occurrences > 1].tolist())
+        # The `needed` smallest keys of distinct examples survive the cap.
+        bound = int(unique[needed - 1]) if 0 < needed < len(unique) else None
+        first_seen: dict[int, tuple[str, str]] = {}
+        parts = PartSink(folder, "examples", name, EXAMPLE_SCHEMA, EXAMPLES_PER_PART)
+        capped = 0
+        for batch in read_batches(all_path):
+            table = pa.Table.from_batches([batch], schema=EXAMPLE_SCHEMA)
+            batch_keys = table.column("key").to_pylist()
+            keep = (
+                [bound is None or k <= bound for k in batch_keys]
+                if needed
+                else [False] * len(batch_keys)
+            )
+            for i, k in enumerate(batch_keys):
+                if k not in repeated:
+                    continue
+                eid = table.column("example_id")[i].as_py()
+                where = table.column("locator")[i].as_py()
+                first = first_seen.setdefault(k, (eid, where))
+                if first[1] != where and first[0] == eid:
+                    keep[i] = False
+                    rejects.add(
+                        _load_reject(
+                            name,
+                            table.column("split")[i].as_py(),
+                            eid,
+                            "duplicate_example_id",
+                            f"example id {eid!r} already used at {first[1]} ({where})",
+                            where,
                         )
-                        continue
-                    key = example_key(recipe.seed, name, item.example_id)
-                    rows.append(_example_row(item, key))
-                    if len(heap) < needed:
-                        heapq.heappush(heap, -key)
-                    elif needed and -heap[0] > key:
-                        heapq.heapreplace(heap, -key)
-                sink.write_rows(rows)
-                advance(len(batch))
+                    )
+                    capped -= 1  # counted below as not kept; it is a reject, not capped
+            capped += keep.count(False)
+            parts.write_table(table.filter(pa.array(keep, type=pa.bool_())))
+        parts.close()
         counts.examples_rejected = rejects.count
         counts.rejected_by_rule = dict(rejects.by_rule)
-    kept = sink.rows
-    parts = PartSink(folder, "examples", name, EXAMPLE_SCHEMA, EXAMPLES_PER_PART)
-    bound = pa.scalar(-heap[0] if heap else 0, type=pa.uint64())
-    for batch in read_batches(all_path):
-        table = pa.Table.from_batches([batch], schema=EXAMPLE_SCHEMA)
-        if kept > needed:
-            table = table.filter(pc.less_equal(table["key"], bound))
-        parts.write_table(table)
-    parts.close()
     all_path.unlink()
     counts.examples_rendered = parts.rows
-    counts.examples_capped = kept - parts.rows
+    counts.examples_capped = capped
     return counts
+
+
+def _load_reject(
+    source: str, split: str, example_id: str | None, rule: str, message: str, locator: str
+) -> Reject:
+    return Reject(
+        stage="load",
+        source=source,
+        split=split,
+        example_id=example_id,
+        template_id=None,
+        rule=rule,
+        message=message,
+        locator=locator,
+    )
 
 
 def _example_row(example: Example, key: int) -> dict[str, Any]:
@@ -454,9 +494,7 @@ def render_stage(
     own = executor is None
     executor = executor or LocalExecutor(1)
     try:
-        rules = _run_parts(
-            folder, manifest, "render", "examples", render_part, executor, progress
-        )
+        rules = _run_parts(folder, manifest, "render", "examples", render_part, executor, progress)
     finally:
         if own:
             executor.close()
@@ -488,7 +526,9 @@ def validate_stage(
     own = executor is None
     executor = executor or LocalExecutor(1)
     try:
-        rules = _run_parts(folder, manifest, "validate", "rendered", validate_part, executor, progress)
+        rules = _run_parts(
+            folder, manifest, "validate", "rendered", validate_part, executor, progress
+        )
     finally:
         if own:
             executor.close()

@@ -318,3 +318,17 @@ def test_rerunning_a_stage_does_not_count_twice(tmp_path: Path, user_catalog: Pa
     again = Manifest.model_validate_json((out / "manifest.json").read_text())
     assert again.sources == first.sources
     assert again.check() == []
+
+
+def test_duplicate_ids_are_rejected_after_the_first(tmp_path: Path, user_catalog: Path) -> None:
+    with open(user_catalog / "data" / "mini_nli.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"id": 2, "p": "Copy.", "h": "Copy.", "gold": "neutral"}) + "\n")
+        fh.write(json.dumps({"id": 2, "p": "Again.", "h": "Again.", "gold": "neutral"}) + "\n")
+    out = tmp_path / "o"
+    manifest = run_recipe(user_catalog / "recipes" / "mini.yaml", out)
+    counts = manifest.sources["mini_nli"]
+    assert (counts.examples_in, counts.examples_rejected, counts.examples_rendered) == (6, 2, 4)
+    rejects = reject_lines(RunFolder(out), "load", "mini_nli")
+    assert [r["locator"].rsplit(" ", 1)[-1] for r in rejects] == ["5", "6"]
+    assert all("already used at" in r["message"] and "row 2 " in r["message"] for r in rejects)
+    assert manifest.check() == []
