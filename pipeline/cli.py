@@ -22,11 +22,13 @@ from .errors import PipelineError
 from .executor import ExecutorName, make_executor
 from .export import export_stage, push_to_hub
 from .lint import lint_catalog
-from .models import Manifest
+from .models import Manifest, TemplateFile
 from .preview import preview_records
 from .progress import NullProgress, Progress, RichProgress
+from .promptsource import convert, import_promptsource, read_promptsource
 from .run import run_recipe
 from .stages import load_stage, mix_stage, render_stage, validate_stage
+from .yamlfile import load_model
 
 app = typer.Typer(
     name="instructmix",
@@ -479,6 +481,36 @@ def templates_lint(
         )
     if errors:
         raise typer.Exit(1)
+
+
+@templates_app.command("import-promptsource")
+def templates_import_promptsource(
+    path: Annotated[Path, typer.Argument(help="promptsource templates.yaml, or its folder.")],
+    source: Annotated[str, typer.Option("--source", help="Our source the templates are for.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Template file, or folder that gets SOURCE.yaml."),
+    ] = Path("templates"),
+    prefix: Annotated[
+        str, typer.Option("--prefix", help="Prefix for the imported template ids.")
+    ] = "",
+    sources: SourcesOpt = None,
+    templates: TemplatesOpt = None,
+) -> None:
+    """Convert promptsource templates into a template file that renders identically."""
+    catalog = _catalog(sources, templates)
+    _guard(lambda: catalog.source(source))
+    taken = {t.id for t in catalog.templates_for(source)}
+
+    def go() -> tuple[Path, list[Any]]:
+        written = import_promptsource(path, source, out, id_prefix=prefix, reserved_ids=taken)
+        return written, convert(read_promptsource(path)).skipped
+
+    written, skipped = _guard(go)
+    kept = load_model(written, TemplateFile).templates
+    typer.echo(f"wrote {len(kept)} template(s) for {source!r} to {written}")
+    for s in skipped:
+        typer.echo(f"left out {s.name!r}: {s.reason}", err=True)
 
 
 @recipes_app.command("list")

@@ -95,7 +95,8 @@ class RayExecutor:
             elif workers:
                 kwargs["num_cpus"] = workers
             ray.init(**kwargs)
-        self.workers = int(ray.cluster_resources().get("CPU", 1))
+        resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        self.workers = int(resources.get("CPU", 1))
 
     def imap(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
         import ray.data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Any
@@ -118,3 +119,32 @@ def test_templates_lint_cli_exit_codes(user_catalog) -> None:  # type: ignore[no
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     assert "stray_after_field" in result.stdout and "mini_nli/write-claim" in result.stdout
+
+
+def test_import_promptsource_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "promptsource" / "esnli"
+    result = CliRunner().invoke(
+        app,
+        [
+            "templates",
+            "import-promptsource",
+            str(fixture),
+            "--source",
+            "esnli",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "for 'esnli' to" in result.stdout
+    listed = CliRunner().invoke(
+        app, ["templates", "list", "esnli", "--templates", str(tmp_path), "--json"]
+    )
+    ids = {row["id"] for row in json.loads(listed.stdout)}
+    assert "premise-hypothesis-options" in ids and any(i.startswith("fixture-") for i in ids)
+    unknown = CliRunner().invoke(
+        app, ["templates", "import-promptsource", str(fixture), "--source", "nope"]
+    )
+    assert unknown.exit_code == 1 and "unknown source 'nope'" in unknown.stderr
