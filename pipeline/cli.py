@@ -180,10 +180,16 @@ def run(
     workers: WorkersOpt = None,
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
+    fresh: Annotated[
+        bool,
+        typer.Option("--fresh", help="Rebuild from scratch instead of resuming finished work."),
+    ] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run every stage: load, render, validate, mix and export into OUT/dataset."""
+    """Run every stage: load, render, validate, mix and export into OUT/dataset.
+
+    Resumes: work a previous run of the same recipe and inputs finished in OUT is kept."""
     progress = _progress(quiet, as_json)
     manifest = _guard(
         lambda: run_recipe(
@@ -195,6 +201,7 @@ def run(
             workers=workers,
             executor=_executor_name(executor),
             address=address,
+            resume=not fresh,
             progress=progress,
         )
     )

@@ -25,8 +25,8 @@ from .catalog import Catalog
 from .errors import PipelineError
 from .models import Manifest, Recipe
 from .progress import NullProgress, Progress
-from .runfolder import RECORD_SCHEMA, ParquetSink, RunFolder, atomic_text
-from .stages import recipe_context
+from .runfolder import RECORD_SCHEMA, ParquetSink, RunFolder, atomic_text, read_batches
+from .stages import RowGroups, recipe_context
 
 LICENSE_IDS = {
     "CC BY 4.0": "cc-by-4.0",
@@ -42,53 +42,63 @@ def export_stage(
 ) -> Manifest:
     """Write the Hub-style folder (default ``<out>/dataset``) from the run's mixture."""
     progress = progress or NullProgress()
-    started = time.perf_counter()
     folder = RunFolder(out)
-    manifest = folder.read_manifest(needs="mix")
-    recipe, catalog = recipe_context(manifest)
-    target = Path(to) if to is not None else folder.dataset
-    data_dir = target / "data"
-    if data_dir.exists():
-        # Old shards with another shard count would be read back as part of the dataset.
-        shutil.rmtree(data_dir)
-    files: dict[str, list[str]] = {}
-    variants = Counter[str]()
-    for split in manifest.splits:
-        column = pq.read_table(folder.mixed(split), columns=["variant"]).column("variant")
-        variants.update(column.to_pylist())
-    with progress.task("export", sum(manifest.splits.values())) as advance:
-        for split, rows in manifest.splits.items():
-            files[split] = _write_shards(
-                folder.mixed(split), data_dir, split, rows, recipe, advance
-            )
-    with atomic_text(target / "README.md") as fh:
-        fh.write(dataset_card(manifest, recipe, catalog, files, variants))
-    with atomic_text(target / "dataset_info.json") as fh:
-        fh.write(json.dumps(llamafactory_info(recipe.name, files), indent=2) + "\n")
-    manifest.export = {"path": str(target.resolve()), "files": files}
-    if "export" not in manifest.stages_done:
-        manifest.stages_done = [*manifest.stages_done, "export"]
-    manifest.timings_s["export"] = round(time.perf_counter() - started, 3)
-    folder.write_manifest(manifest)
-    return manifest
+    with folder.lock():
+        started = time.perf_counter()
+        manifest = folder.read_manifest(needs="mix")
+        folder.remove_temporaries()
+        recipe, catalog = recipe_context(manifest)
+        target = Path(to) if to is not None else folder.dataset
+        data_dir = target / "data"
+        if data_dir.exists():
+            # Old shards with another shard count would be read back as part of the dataset.
+            shutil.rmtree(data_dir)
+        files: dict[str, list[str]] = {}
+        variants = Counter[str]()
+        for split in manifest.splits:
+            column = pq.read_table(folder.mixed(split), columns=["variant"]).column("variant")
+            variants.update(column.to_pylist())
+        with progress.task("export", sum(manifest.splits.values())) as advance:
+            for split, rows in manifest.splits.items():
+                files[split] = _write_shards(
+                    folder.mixed(split), data_dir, split, rows, recipe, advance
+                )
+        with atomic_text(target / "README.md") as fh:
+            fh.write(dataset_card(manifest, recipe, catalog, files, variants))
+        with atomic_text(target / "dataset_info.json") as fh:
+            fh.write(json.dumps(llamafactory_info(recipe.name, files), indent=2) + "\n")
+        manifest.export = {"path": str(target.resolve()), "files": files}
+        if "export" not in manifest.stages_done:
+            manifest.stages_done = [*manifest.stages_done, "export"]
+        manifest.timings_s["export"] = round(time.perf_counter() - started, 3)
+        folder.write_manifest(manifest)
+        return manifest
 
 
 def _write_shards(
     src: Path, data_dir: Path, split: str, rows: int, recipe: Recipe, advance: Any
 ) -> list[str]:
-    table = pq.read_table(src, schema=RECORD_SCHEMA)
-    n_shards = max(1, math.ceil(rows / recipe.export.shard_rows))
-    names = []
-    for i in range(n_shards):
-        start = i * recipe.export.shard_rows
-        part = table.slice(start, recipe.export.shard_rows)
-        name = f"{split}-{i:05d}-of-{n_shards:05d}.parquet"
-        with ParquetSink(
-            data_dir / name, _schema_with_features(), recipe.export.row_group_rows
-        ) as s:
-            s.write_table(part.replace_schema_metadata(_schema_with_features().metadata))
-        names.append(f"data/{name}")
-        advance(part.num_rows)
+    """Stream the mixture into shards of ``shard_rows`` rows, in fixed-size row groups."""
+    shard_rows = recipe.export.shard_rows
+    n_shards = max(1, math.ceil(rows / shard_rows))
+    schema = _schema_with_features()
+    names = [f"data/{split}-{i:05d}-of-{n_shards:05d}.parquet" for i in range(n_shards)]
+    batches = read_batches(src, batch_rows=recipe.export.row_group_rows)
+    pending: pa.Table = schema.empty_table()
+    for i, name in enumerate(names):
+        with ParquetSink(data_dir / Path(name).name, schema, recipe.export.row_group_rows) as sink:
+            groups = RowGroups(sink, recipe.export.row_group_rows)
+            left = min(shard_rows, rows - i * shard_rows)
+            while left > 0:
+                if pending.num_rows == 0:
+                    batch = next(batches)
+                    pending = pa.Table.from_batches([batch]).cast(schema)
+                take = pending.slice(0, left)
+                groups.add(take)
+                left -= take.num_rows
+                pending = pending.slice(take.num_rows)
+                advance(take.num_rows)
+            groups.close()
     return names
 
 

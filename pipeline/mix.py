@@ -8,7 +8,7 @@ templates. Selection is by a seeded hash of stable ids, so it does not depend on
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import CatalogError
@@ -106,10 +106,3 @@ def split_of(seed: int, source: str, example_id: str, validation_fraction: float
         if stable_unit(seed, "split", source, example_id) < validation_fraction
         else "train"
     )
-
-
-def smallest(keys: Sequence[int], k: int) -> set[int]:
-    """Indices of the ``k`` smallest keys (ties broken by index)."""
-    if k >= len(keys):
-        return set(range(len(keys)))
-    return set(sorted(range(len(keys)), key=lambda i: (keys[i], i))[:k])

@@ -432,6 +432,9 @@ class Manifest(BaseModel):
     recipe: dict[str, Any]
     recipe_path: str | None = None
     recipe_fingerprint: str
+    run_fingerprint: str = Field(
+        default="", description="Recipe, specs, templates, data and version: what a resume checks."
+    )
     catalog_dirs: dict[str, list[str]] = Field(default_factory=dict)
     data: Literal["sample", "hub"]
     stages_done: list[str] = Field(default_factory=list)

@@ -1,16 +1,24 @@
-"""``run``: every stage in order over one run folder, the same as running them one by one."""
+"""``run``: every stage in order over one run folder, the same as running them one by one.
+
+A run resumes: when the folder holds a manifest with the same run fingerprint (recipe, specs,
+templates, data and version), finished stages are skipped and render/validate keep the parts
+they already wrote. Every file is written atomically and deterministically, so a resumed run
+ends with exactly the bytes of an uninterrupted one.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import RunFolderError
 from .executor import ExecutorName, make_executor
 from .export import export_stage
 from .load import DataMode
 from .models import Manifest
 from .progress import NullProgress, Progress
-from .stages import load_stage, mix_stage, render_stage, validate_stage
+from .runfolder import RunFolder
+from .stages import load_stage, mix_stage, prepare, render_stage, validate_stage
 
 
 def run_recipe(
@@ -23,29 +31,48 @@ def run_recipe(
     workers: int | None = 1,
     executor: ExecutorName = "local",
     address: str | None = None,
+    resume: bool = True,
     progress: Progress | None = None,
 ) -> Manifest:
     """Build a recipe (default: the bundled one) into ``out``; returns the final manifest.
 
     ``workers`` processes (None: every core) or a Ray cluster (``executor="ray"``) render and
-    validate; the output bytes are the same either way.
+    validate; the output bytes are the same either way. ``resume=False`` rebuilds from scratch.
     """
     progress = progress or NullProgress()
-    out = Path(out)
-    recipe_path = Path(recipe) if recipe is not None else None
-    load_stage(
-        recipe_path,
-        out,
-        data=data,
-        source_dirs=source_dirs,
-        template_dirs=template_dirs,
-        progress=progress,
-    )
-    pool = make_executor(executor, workers, address)
+    folder = RunFolder(Path(out))
+    with folder.lock():
+        prepared = prepare(
+            Path(recipe) if recipe is not None else None,
+            data=data,
+            source_dirs=source_dirs,
+            template_dirs=template_dirs,
+            progress=progress,
+        )
+        done = _stages_to_keep(folder, prepared.run_fingerprint) if resume else []
+        if "load" not in done:
+            load_stage(None, folder.root, prepared=prepared, progress=progress)
+        if "validate" not in done:
+            pool = make_executor(executor, workers, address)
+            try:
+                if "render" not in done:
+                    render_stage(folder.root, executor=pool, progress=progress, resume=True)
+                validate_stage(folder.root, executor=pool, progress=progress, resume=True)
+            finally:
+                pool.close()
+        if "mix" not in done:
+            mix_stage(folder.root, progress=progress)
+        if "export" not in done:
+            return export_stage(folder.root, progress=progress)
+        return folder.read_manifest()
+
+
+def _stages_to_keep(folder: RunFolder, fingerprint: str) -> list[str]:
+    """Stages a previous run of the same work finished in this folder."""
+    if not folder.manifest_path.is_file():
+        return []
     try:
-        render_stage(out, executor=pool, progress=progress)
-        validate_stage(out, executor=pool, progress=progress)
-    finally:
-        pool.close()
-    mix_stage(out, progress=progress)
-    return export_stage(out, progress=progress)
+        manifest = folder.read_manifest()
+    except RunFolderError:
+        return []  # unreadable: start again
+    return list(manifest.stages_done) if manifest.run_fingerprint == fingerprint else []

@@ -16,6 +16,7 @@ complete.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -156,6 +157,10 @@ class RejectSink:
         self._ctx.__exit__(exc_type, exc, tb)
 
 
+# Run folders this process holds the lock of (the lock is per process, not per call).
+_HELD: set[Path] = set()
+
+
 class RunFolder:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -182,6 +187,49 @@ class RunFolder:
 
     def reject_files(self, stage: str, source: str) -> list[Path]:
         return sorted((self.root / "rejects" / stage / source).glob("part-*.jsonl"))
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder for one process: a second run on it stops with a clear message.
+
+        An OS lock (flock) is released when its process dies, even by SIGKILL, so a crashed run
+        never leaves a stale lock. Re-entrant within a process (``run`` holds it across stages).
+        """
+        key = self.root.resolve()
+        if key in _HELD:
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise RunFolderError(
+                f"{self.root}: in use by another instructmix process (pid {holder}); "
+                "wait for it to finish or use another --out"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
+
+    def remove_temporaries(self) -> None:
+        """Delete half-written files a killed run left (they never have a final name)."""
+        for tmp in self.root.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        for partial in self.root.glob("examples/.*.all.parquet"):
+            partial.unlink(missing_ok=True)
 
     def clear(self, *names: str) -> None:
         """Remove a stage's earlier outputs: they are derived, and stale parts would be read."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import heapq
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__
@@ -26,7 +28,7 @@ from .catalog import Catalog, builtin_root, catalog_for_recipe, load_recipe
 from .errors import CatalogError
 from .executor import Executor, LocalExecutor
 from .load import BadRow, DataMode, Example, iter_rows, open_source
-from .mix import example_key, order_key, plan_mixture, record_key, smallest, split_of
+from .mix import example_key, order_key, plan_mixture, record_key, split_of
 from .models import Manifest, Recipe, Reject, SourceCounts
 from .progress import NullProgress, Progress
 from .render import Renderer, RenderError, to_record
@@ -99,17 +101,41 @@ def recipe_context(manifest: Manifest) -> tuple[Recipe, Catalog]:
 # --------------------------------------------------------------------------- load
 
 
-def load_stage(
+@dataclass
+class Prepared:
+    """A recipe resolved against its catalog, with its sources opened and fingerprinted."""
+
+    recipe: Recipe
+    recipe_path: Path
+    catalog: Catalog
+    names: list[str]
+    opened: dict[str, list[Any]]
+    inputs: dict[str, str]
+    source_dirs: list[Path]
+    template_dirs: list[Path]
+    data: DataMode
+
+    @property
+    def recipe_fingerprint(self) -> str:
+        return stable_id(json.dumps(self.recipe.model_dump(mode="json"), sort_keys=True))
+
+    @property
+    def run_fingerprint(self) -> str:
+        """Everything the output depends on: recipe, specs, templates, data, code version."""
+        parts = [__version__, self.recipe_fingerprint, self.data]
+        parts += [f"{n}={self.inputs[n]}" for n in sorted(self.inputs)]
+        return stable_id(*parts)
+
+
+def prepare(
     recipe_path: Path | None,
-    out: Path,
     *,
     data: DataMode = "sample",
     source_dirs: Sequence[Path] = (),
     template_dirs: Sequence[Path] = (),
     progress: Progress | None = None,
-) -> Manifest:
+) -> Prepared:
     progress = progress or NullProgress()
-    started = time.perf_counter()
     recipe_path = Path(recipe_path) if recipe_path is not None else default_recipe_path()
     if not recipe_path.is_file():
         # A bare name means a recipe of the catalog (built-in or --sources' siblings).
@@ -125,63 +151,97 @@ def load_stage(
     ]
     catalog = catalog_for_recipe(None, None, src_dirs, tpl_dirs)
     names = resolve_sources(recipe, catalog)
-
-    folder = RunFolder(out)
-    folder.clear("examples", "rendered", "valid", "mixed", "rejects")
-    recipe_json = recipe.model_dump(mode="json")
-    manifest = Manifest(
-        instructmix_version=__version__,
-        recipe=recipe_json,
-        recipe_path=str(recipe_path.resolve()),
-        recipe_fingerprint=stable_id(json.dumps(recipe_json, sort_keys=True)),
-        catalog_dirs={
-            "sources": [str(p) for p in src_dirs],
-            "templates": [str(p) for p in tpl_dirs],
-        },
-        data=data,
-    )
-
     opened = {}
     with progress.task("opening sources", len(names)) as advance:
         for name in names:
             opened[name] = open_source(catalog.source(name), data)
             advance(1)
-    sizes = {
-        name: (
-            sum(len(s) for s in opened[name]),
-            templates_per_example(recipe, len(catalog.templates_for(name))),
-        )
-        for name in names
-    }
-    plans = plan_mixture(recipe.mixing, sizes)
+    inputs = {name: _fingerprint_source(catalog, name, opened[name]) for name in names}
+    return Prepared(
+        recipe, recipe_path.resolve(), catalog, names, opened, inputs, src_dirs, tpl_dirs, data
+    )
 
-    total = sum(size for size, _ in sizes.values())
-    with progress.task("load", total) as advance:
-        for name in names:
-            counts = _load_source(
-                folder,
-                recipe,
-                catalog,
-                name,
-                opened[name],
-                data,
-                plans[name].examples_needed,
-                advance,
+
+def load_stage(
+    recipe_path: Path | None,
+    out: Path,
+    *,
+    data: DataMode = "sample",
+    source_dirs: Sequence[Path] = (),
+    template_dirs: Sequence[Path] = (),
+    progress: Progress | None = None,
+    prepared: Prepared | None = None,
+) -> Manifest:
+    """Stage 1: read the recipe's sources into ``out/examples`` (the cap pushed down)."""
+    progress = progress or NullProgress()
+    folder = RunFolder(out)
+    with folder.lock():
+        started = time.perf_counter()
+        p = prepared or prepare(
+            recipe_path,
+            data=data,
+            source_dirs=source_dirs,
+            template_dirs=template_dirs,
+            progress=progress,
+        )
+        # Everything downstream derives from what load writes: start the folder afresh.
+        folder.clear("examples", "rendered", "valid", "mixed", "rejects")
+        folder.remove_temporaries()
+        manifest = Manifest(
+            instructmix_version=__version__,
+            recipe=p.recipe.model_dump(mode="json"),
+            recipe_path=str(p.recipe_path),
+            recipe_fingerprint=p.recipe_fingerprint,
+            run_fingerprint=p.run_fingerprint,
+            catalog_dirs={
+                "sources": [str(d) for d in p.source_dirs],
+                "templates": [str(d) for d in p.template_dirs],
+            },
+            data=p.data,
+            inputs=p.inputs,
+        )
+        folder.write_manifest(manifest)  # stages_done stays empty until load completes
+        sizes = {
+            name: (
+                sum(len(s) for s in p.opened[name]),
+                templates_per_example(p.recipe, len(p.catalog.templates_for(name))),
             )
-            counts.records_target = plans[name].records_target
-            counts.cluster = catalog.source(name).spec.cluster
-            manifest.sources[name] = counts
-            manifest.inputs[name] = _fingerprint_source(catalog, name, opened[name])
-    manifest.stages_done = ["load"]
-    manifest.timings_s["load"] = round(time.perf_counter() - started, 3)
-    folder.write_manifest(manifest)
-    return manifest
+            for name in p.names
+        }
+        plans = plan_mixture(p.recipe.mixing, sizes)
+        total = sum(size for size, _ in sizes.values())
+        with progress.task("load", total) as advance:
+            for name in p.names:
+                counts = _load_source(
+                    folder,
+                    p.recipe,
+                    p.catalog,
+                    name,
+                    p.opened[name],
+                    p.data,
+                    plans[name].examples_needed,
+                    advance,
+                )
+                counts.records_target = plans[name].records_target
+                counts.cluster = p.catalog.source(name).spec.cluster
+                manifest.sources[name] = counts
+        manifest.stages_done = ["load"]
+        manifest.timings_s["load"] = round(time.perf_counter() - started, 3)
+        folder.write_manifest(manifest)
+        return manifest
 
 
 def _fingerprint_source(catalog: Catalog, name: str, splits: list[Any]) -> str:
     parts = [catalog.source(name).spec.model_dump_json()]
     parts += [t.spec.model_dump_json() for t in catalog.templates_for(name)]
-    parts += [f"{s.split}:{s.dataset._fingerprint}" for s in splits]
+    for s in splits:
+        where = Path(s.where)
+        if where.is_file():
+            # A local file: its size and modification time stand for its content.
+            stat = where.stat()
+            parts.append(f"{s.split}:{where.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+        else:
+            parts.append(f"{s.split}:{s.where}:{s.dataset._fingerprint}")
     return stable_id(*parts)
 
 
@@ -437,39 +497,28 @@ def _run_parts(
     fn: Callable[[PartTask], PartResult],
     executor: Executor,
     progress: Progress,
-) -> dict[str, dict[str, int]]:
-    """Run ``fn`` on every part of every source; write each result where its part says.
-
-    Returns the rejects per source, counted by rule."""
+) -> None:
+    """Run ``fn`` on every part of every source that has no output yet, writing each result
+    where its part says. A part's parquet file is written last: its presence means done."""
     tasks = [
         PartTask(str(folder.root), manifest.recipe_fingerprint, name, i)
         for name in manifest.sources
         for i in range(len(folder.parts(reads, name)))
+        if not folder.part(OUTPUT_DIR[stage], name, i).exists()
     ]
-    rules: dict[str, dict[str, int]] = {name: {} for name in manifest.sources}
     total = sum(pq.read_metadata(folder.part(reads, t.source, t.part)).num_rows for t in tasks)
     with progress.task(stage, total) as advance:
         for index, result in executor.imap(fn, tasks):
             task = tasks[index]
-            write_part(folder.part(OUTPUT_DIR[stage], task.source, task.part), result.table)
             write_rejects(folder.rejects(stage, task.source, task.part), result.rejects)
-            # Only counts are kept: sums do not depend on the order results arrive in.
-            rules[task.source] = _merge(rules[task.source], _by_rule(result.rejects))
+            write_part(folder.part(OUTPUT_DIR[stage], task.source, task.part), result.table)
             advance(result.rows_in)
-    return rules
 
 
 def _rules_on_disk(folder: RunFolder, stage: str, source: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for row in reject_lines(folder, stage, source):
         out[row["rule"]] = out.get(row["rule"], 0) + 1
-    return out
-
-
-def _by_rule(rejects: list[Reject]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in rejects:
-        out[r.rule] = out.get(r.rule, 0) + 1
     return out
 
 
@@ -484,123 +533,226 @@ def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 
 
 def render_stage(
-    out: Path, *, executor: Executor | None = None, progress: Progress | None = None
+    out: Path,
+    *,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+    resume: bool = False,
 ) -> Manifest:
+    """Stage 2: render every examples part into records. With ``resume``, parts already
+    rendered are kept (they are the same bytes a rerun would write)."""
     progress = progress or NullProgress()
-    started = time.perf_counter()
     folder = RunFolder(out)
-    manifest = folder.read_manifest(needs="load")
-    folder.clear("rendered", "valid", "mixed", "rejects/render", "rejects/validate")
-    own = executor is None
-    executor = executor or LocalExecutor(1)
-    try:
-        rules = _run_parts(folder, manifest, "render", "examples", render_part, executor, progress)
-    finally:
-        if own:
-            executor.close()
-    for name, counts in manifest.sources.items():
-        rejected = sum(rules[name].values())
-        written = sum(pq.read_metadata(p).num_rows for p in folder.parts("rendered", name))
-        counts.records_rendered = written + rejected
-        counts.records_rejected = rejected
-        counts.records_accepted = 0
-        counts.records_selected = counts.records_dropped_by_mix = 0
-        counts.rejected_by_rule = _merge(_rules_on_disk(folder, "load", name), rules[name])
-    manifest.stages_done = ["load", "render"]
-    manifest.timings_s["render"] = round(time.perf_counter() - started, 3)
-    folder.write_manifest(manifest)
-    return manifest
+    with folder.lock():
+        started = time.perf_counter()
+        manifest = folder.read_manifest(needs="load")
+        folder.remove_temporaries()
+        if not resume:
+            folder.clear("rendered", "rejects/render")
+        folder.clear("valid", "mixed", "rejects/validate")
+        manifest.stages_done = ["load"]
+        folder.write_manifest(manifest)
+        own = executor is None
+        executor = executor or LocalExecutor(1)
+        try:
+            _run_parts(folder, manifest, "render", "examples", render_part, executor, progress)
+        finally:
+            if own:
+                executor.close()
+        for name, counts in manifest.sources.items():
+            render_rules = _rules_on_disk(folder, "render", name)
+            written = sum(pq.read_metadata(p).num_rows for p in folder.parts("rendered", name))
+            counts.records_rendered = written + sum(render_rules.values())
+            counts.records_rejected = sum(render_rules.values())
+            counts.records_accepted = 0
+            counts.records_selected = counts.records_dropped_by_mix = 0
+            counts.rejected_by_rule = _merge(_rules_on_disk(folder, "load", name), render_rules)
+        manifest.stages_done = ["load", "render"]
+        manifest.timings_s["render"] = round(time.perf_counter() - started, 3)
+        folder.write_manifest(manifest)
+        return manifest
 
 
 # --------------------------------------------------------------------------- validate
 
 
 def validate_stage(
-    out: Path, *, executor: Executor | None = None, progress: Progress | None = None
+    out: Path,
+    *,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+    resume: bool = False,
 ) -> Manifest:
+    """Stage 3: check every rendered record; good ones to ``valid``, others to ``rejects``."""
     progress = progress or NullProgress()
-    started = time.perf_counter()
     folder = RunFolder(out)
-    manifest = folder.read_manifest(needs="render")
-    folder.clear("valid", "mixed", "rejects/validate")
-    own = executor is None
-    executor = executor or LocalExecutor(1)
-    try:
-        rules = _run_parts(
-            folder, manifest, "validate", "rendered", validate_part, executor, progress
-        )
-    finally:
-        if own:
-            executor.close()
-    for name, counts in manifest.sources.items():
-        # Recounted from the files, so running this stage twice never counts twice.
-        earlier = _merge(
-            _rules_on_disk(folder, "load", name), _rules_on_disk(folder, "render", name)
-        )
-        counts.records_rejected = sum(_rules_on_disk(folder, "render", name).values()) + sum(
-            rules[name].values()
-        )
-        counts.records_accepted = sum(
-            pq.read_metadata(p).num_rows for p in folder.parts("valid", name)
-        )
-        counts.rejected_by_rule = _merge(earlier, rules[name])
-    manifest.stages_done = ["load", "render", "validate"]
-    manifest.timings_s["validate"] = round(time.perf_counter() - started, 3)
-    folder.write_manifest(manifest)
-    return manifest
+    with folder.lock():
+        started = time.perf_counter()
+        manifest = folder.read_manifest(needs="render")
+        folder.remove_temporaries()
+        if not resume:
+            folder.clear("valid", "rejects/validate")
+        folder.clear("mixed")
+        manifest.stages_done = ["load", "render"]
+        folder.write_manifest(manifest)
+        own = executor is None
+        executor = executor or LocalExecutor(1)
+        try:
+            _run_parts(folder, manifest, "validate", "rendered", validate_part, executor, progress)
+        finally:
+            if own:
+                executor.close()
+        for name, counts in manifest.sources.items():
+            # Recounted from the files, so a rerun or a resume never counts twice.
+            load_rules = _rules_on_disk(folder, "load", name)
+            render_rules = _rules_on_disk(folder, "render", name)
+            validate_rules = _rules_on_disk(folder, "validate", name)
+            counts.records_rejected = sum(render_rules.values()) + sum(validate_rules.values())
+            counts.records_accepted = sum(
+                pq.read_metadata(p).num_rows for p in folder.parts("valid", name)
+            )
+            counts.rejected_by_rule = _merge(_merge(load_rules, render_rules), validate_rules)
+        manifest.stages_done = ["load", "render", "validate"]
+        manifest.timings_s["validate"] = round(time.perf_counter() - started, 3)
+        folder.write_manifest(manifest)
+        return manifest
 
 
 # --------------------------------------------------------------------------- mix
 
 
+# Records per sorting bucket: the mix holds one bucket in memory, never the whole mixture.
+MIX_BUCKET_ROWS = 200_000
+
+
 def mix_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
+    """Stage 4: each source's share (smallest seeded keys), shuffled across sources by a seeded
+    order key and split into train/validation by example.
+
+    Streams: the order is a global sort done as a bucket sort on the top bits of the order key,
+    so memory holds one part and one bucket at a time.
+    """
     progress = progress or NullProgress()
-    started = time.perf_counter()
     folder = RunFolder(out)
-    manifest = folder.read_manifest(needs="validate")
-    folder.clear("mixed")
-    recipe, _ = recipe_context(manifest)
-    seed = recipe.seed
-    tables = []
-    with progress.task("mix", len(manifest.sources)) as advance:
-        for name, counts in manifest.sources.items():
-            parts = folder.parts("valid", name)
-            table = (
-                pa.concat_tables([pq.read_table(p, schema=RECORD_SCHEMA) for p in parts])
-                if parts
-                else RECORD_SCHEMA.empty_table()
-            )
-            ids = table.column("id").to_pylist()
-            keep = smallest([record_key(seed, i) for i in ids], counts.records_target)
-            mask = pa.array([i in keep for i in range(len(ids))], type=pa.bool_())
-            chosen = table.filter(mask)
-            counts.records_selected = chosen.num_rows
-            counts.records_dropped_by_mix = table.num_rows - chosen.num_rows
-            tables.append(chosen)
-            advance(1)
-    mixture = pa.concat_tables(tables) if tables else RECORD_SCHEMA.empty_table()
-    ids = mixture.column("id").to_pylist()
-    out_split = [
-        split_of(seed, s, e, recipe.validation_fraction)
+    with folder.lock():
+        started = time.perf_counter()
+        manifest = folder.read_manifest(needs="validate")
+        folder.clear("mixed")
+        folder.remove_temporaries()
+        recipe, _ = recipe_context(manifest)
+        seed = recipe.seed
+        bounds = {
+            name: _selection_bound(folder, name, seed, counts.records_target)
+            for name, counts in manifest.sources.items()
+        }
+        total = sum(min(c.records_target, c.records_accepted) for c in manifest.sources.values())
+        n_buckets = max(1, -(-total // MIX_BUCKET_ROWS))
+        bucket_dir = folder.root / "mixed" / ".buckets"
+        buckets = [
+            ParquetSink(bucket_dir / f"b-{i:05d}.parquet", MIX_SCHEMA) for i in range(n_buckets)
+        ]
+        with progress.task(
+            "mix", sum(c.records_accepted for c in manifest.sources.values())
+        ) as advance:
+            for name, counts in manifest.sources.items():
+                selected = 0
+                for path in folder.parts("valid", name):
+                    table = pq.read_table(path, schema=RECORD_SCHEMA)
+                    ids = table.column("id").to_pylist()
+                    bound = bounds[name]
+                    keep = [bound is None or record_key(seed, i) <= bound for i in ids]
+                    table = table.filter(pa.array(keep, type=pa.bool_()))
+                    selected += table.num_rows
+                    _scatter(table, seed, recipe.validation_fraction, buckets)
+                    advance(len(ids))
+                counts.records_selected = selected
+                counts.records_dropped_by_mix = counts.records_accepted - selected
+        for sink in buckets:
+            sink.close()
+        manifest.splits = {}
+        sinks = {
+            split: ParquetSink(folder.mixed(split), RECORD_SCHEMA, recipe.export.row_group_rows)
+            for split in ("train", "validation")
+        }
+        groups = {split: RowGroups(sinks[split], recipe.export.row_group_rows) for split in sinks}
+        for sink in buckets:
+            table = pq.read_table(sink.path).sort_by([("order", "ascending"), ("id", "ascending")])
+            for split in sinks:
+                part = table.filter(pc.equal(table["out_split"], split))
+                groups[split].add(part.select(RECORD_SCHEMA.names))
+                manifest.splits[split] = manifest.splits.get(split, 0) + part.num_rows
+            sink.path.unlink()
+        for split in list(sinks):
+            groups[split].close()
+            sinks[split].close()
+            if split != "train" and manifest.splits.get(split, 0) == 0:
+                folder.mixed(split).unlink()
+                del manifest.splits[split]
+        shutil.rmtree(bucket_dir, ignore_errors=True)
+        manifest.stages_done = ["load", "render", "validate", "mix"]
+        manifest.timings_s["mix"] = round(time.perf_counter() - started, 3)
+        folder.write_manifest(manifest)
+        return manifest
+
+
+MIX_SCHEMA = RECORD_SCHEMA.append(pa.field("order", pa.uint64())).append(
+    pa.field("out_split", pa.string())
+)
+
+
+def _selection_bound(folder: RunFolder, name: str, seed: int, target: int) -> int | None:
+    """The largest record key a source keeps, or None when it keeps every accepted record."""
+    keys = [
+        record_key(seed, i)
+        for path in folder.parts("valid", name)
+        for i in pq.read_table(path, columns=["id"]).column("id").to_pylist()
+    ]
+    if len(keys) <= target:
+        return None
+    if target == 0:
+        return -1
+    return int(np.partition(np.array(keys, dtype=np.uint64), target - 1)[target - 1])
+
+
+def _scatter(table: pa.Table, seed: int, fraction: float, buckets: list[ParquetSink]) -> None:
+    """Append records to the bucket their order key falls in, with their order and split."""
+    ids = table.column("id").to_pylist()
+    orders = [order_key(seed, i) for i in ids]
+    splits = [
+        split_of(seed, s, e, fraction)
         for s, e in zip(
-            mixture.column("source").to_pylist(),
-            mixture.column("example_id").to_pylist(),
-            strict=True,
+            table.column("source").to_pylist(), table.column("example_id").to_pylist(), strict=True
         )
     ]
-    order = sorted(range(len(ids)), key=lambda i: (order_key(seed, ids[i]), ids[i]))
-    mixture = mixture.take(pa.array(order, type=pa.int64()))
-    out_split = [out_split[i] for i in order]
-    manifest.splits = {}
-    for split in ("train", "validation"):
-        part = mixture.filter(pa.array([s == split for s in out_split], type=pa.bool_()))
-        if split == "train" or part.num_rows:
-            with ParquetSink(
-                folder.mixed(split), RECORD_SCHEMA, recipe.export.row_group_rows
-            ) as sink:
-                sink.write_table(part)
-            manifest.splits[split] = part.num_rows
-    manifest.stages_done = ["load", "render", "validate", "mix"]
-    manifest.timings_s["mix"] = round(time.perf_counter() - started, 3)
-    folder.write_manifest(manifest)
-    return manifest
+    n = len(buckets)
+    which = [(o * n) >> 64 for o in orders]
+    full = table.append_column("order", pa.array(orders, type=pa.uint64())).append_column(
+        "out_split", pa.array(splits, type=pa.string())
+    )
+    for b in sorted(set(which)):
+        mask = pa.array([w == b for w in which], type=pa.bool_())
+        buckets[b].write_table(full.filter(mask))
+
+
+class RowGroups:
+    """Writes rows in row groups of exactly ``rows`` rows (the last may be short), so file
+    bytes do not depend on how the rows arrived in batches."""
+
+    def __init__(self, sink: ParquetSink, rows: int) -> None:
+        self.sink, self.rows = sink, rows
+        self._pending: list[pa.Table] = []
+        self._count = 0
+
+    def add(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._count += table.num_rows
+        while self._count >= self.rows:
+            merged = pa.concat_tables(self._pending)
+            self.sink.write_table(merged.slice(0, self.rows))
+            rest = merged.slice(self.rows)
+            self._pending, self._count = [rest], rest.num_rows
+
+    def close(self) -> None:
+        if self._count:
+            self.sink.write_table(pa.concat_tables(self._pending))
+        self._pending, self._count = [], 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline import CatalogError
-from pipeline.mix import apportion, plan_mixture, smallest, split_of
+from pipeline.mix import apportion, plan_mixture, split_of
 from pipeline.models import Mixing
 
 SIZES = {"big": (400_000, 10), "mid": (5_000, 4), "small": (100, 3)}
@@ -61,9 +61,6 @@ def test_apportion_sums_exactly_and_ignores_dict_order() -> None:
 
 
 def test_selection_and_split_are_seeded_functions_of_ids() -> None:
-    keys = [5, 1, 9, 3]
-    assert smallest(keys, 2) == {1, 3}
-    assert smallest(keys, 10) == {0, 1, 2, 3}
     assert split_of(1, "s", "e", 0.0) == "train"
     fractions = [split_of(1, "s", str(i), 0.1) for i in range(5000)]
     assert 400 < fractions.count("validation") < 600
