@@ -307,6 +307,9 @@ class FewShot(Strict):
 class Limits(Strict):
     max_prompt_chars: int = Field(default=32_000, ge=1)
     max_output_chars: int = Field(default=16_000, ge=1)
+    max_render_seconds: float = Field(
+        default=2.0, ge=0, description="Wall time one record may take to render (0: no limit)."
+    )
 
 
 class CatalogDirs(Strict):

@@ -19,13 +19,13 @@ from typing import Any
 import jinja2
 import jinja2.meta
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import helpers
 from .catalog import Source, Template
 from .load import Example
 from .models import ClassLabel, Recipe, SequenceOfClassLabel
 from .options import OPENINGS, format_options
+from .sandbox import MAX_TEXT, RenderLimit, Sandbox, bounded_join, deadline, install_limits
 from .seeding import stable_id, stable_keys, stable_rng
 
 CHOICE_SEPARATOR = "|||"
@@ -43,9 +43,8 @@ Renderable = Callable[[dict[str, Any]], str]
 
 def make_environment() -> jinja2.Environment:
     """The one Jinja environment templates run in: sandboxed, strict, with our helpers."""
-    env = ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-    )
+    env = Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    install_limits(env)
     helpers.install(env)
     return env
 
@@ -201,7 +200,7 @@ class CompiledTemplate:
     def _fail(self, part: str, exc: Exception) -> RenderError:
         if isinstance(exc, RenderError):
             return exc
-        rule = "render_error"
+        rule = exc.rule if isinstance(exc, RenderLimit) else "render_error"
         if isinstance(exc, jinja2.UndefinedError):
             rule = "undefined"
         if isinstance(exc, SecurityError):
@@ -226,12 +225,12 @@ def compile_text(env: jinja2.Environment, source: str) -> Renderable:
         return lambda context: source
     template = env.from_string(source)
     global_vars = dict(template.globals)
-    concat = env.concat  # type: ignore[attr-defined]
     root = template.root_render_func
 
     def render(context: dict[str, Any]) -> str:
         ctx = template.new_context({**global_vars, **context}, shared=True)
-        return str(concat(root(ctx)))
+        # Counted as it is produced: a runaway loop stops at the limit, not at memory's end.
+        return bounded_join(root(ctx), MAX_TEXT)
 
     return render
 
@@ -329,6 +328,17 @@ class Renderer:
         return out
 
     def render_with(self, example: Example, compiled: CompiledTemplate, draw: Draw) -> Rendered:
+        """One record, within the recipe's time limit; any failure is a RenderError."""
+        try:
+            with deadline(self.recipe.limits.max_render_seconds):
+                return self._render_with(example, compiled, draw)
+        except RenderLimit as exc:
+            path = compiled.template.path
+            raise RenderError(
+                exc.rule, f"{path}: template {compiled.id!r}: {exc}", compiled.id
+            ) from None
+
+    def _render_with(self, example: Example, compiled: CompiledTemplate, draw: Draw) -> Rendered:
         user, output, choices, system = self._single(example, compiled, draw)
         base = draw.base
         turns = [(user, output)]
