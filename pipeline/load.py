@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from .catalog import Source
@@ -61,7 +62,8 @@ def open_source(source: Source, data: DataMode) -> list[SplitData]:
     import datasets
 
     datasets.disable_progress_bars()
-    logging.getLogger("datasets").setLevel(logging.ERROR)
+    # We report read errors ourselves, with the file and line; datasets would log them too.
+    logging.getLogger("datasets").setLevel(logging.CRITICAL)
     if data == "sample":
         return [_open_sample(source, datasets)]
     hub = source.spec.hub
@@ -94,12 +96,63 @@ def _open_sample(source: Source, datasets: Any) -> SplitData:
             fmt, data_files={sample.split: str(path)}, split=sample.split, **kwargs
         )
     except Exception as exc:
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(
-            f"{path}: cannot read as {fmt} for source {source.name!r}: {cause}"
-        ) from None
+        raise SourceError(_diagnose(path, fmt, source.name, exc)) from None
+    if len(ds) == 0:
+        raise SourceError(f"{path}: source {source.name!r} has no rows")
     _check_columns(source, ds.column_names, str(path), hub_mode=False)
     return SplitData(sample.split, ds, str(path))
+
+
+def _diagnose(path: Path, fmt: str, source: str, exc: BaseException) -> str:
+    """One line naming the file, and the line in it, that load_dataset could not read.
+
+    load_dataset's own errors are generic ("An error occurred while generating the dataset");
+    the cause is found again here by reading the file the simple way.
+    """
+    where = f"source {source!r}"
+    if path.stat().st_size == 0:
+        return f"{path}: file is empty ({where})"
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return (
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                    f"{err.start + 1}) ({where})"
+                )
+    if fmt == "json":
+        text = path.read_text(encoding="utf-8")
+        if text.lstrip().startswith("["):
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as err:
+                return (
+                    f"{path}:{err.lineno}: invalid JSON: {err.msg} (column {err.colno}) ({where})"
+                )
+        else:
+            for lineno, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as err:
+                    return (
+                        f"{path}:{lineno}: invalid JSON line: {err.msg} (column {err.colno}) "
+                        f"({where})"
+                    )
+    return f"{path}: cannot read as {fmt} ({where}): {_root_cause(exc)}"
+
+
+def _root_cause(exc: BaseException) -> str:
+    seen: list[BaseException] = [exc]
+    while (nxt := seen[-1].__cause__ or seen[-1].__context__) is not None and nxt not in seen:
+        seen.append(nxt)
+    for err in reversed(seen):
+        text = " ".join(str(err).split())
+        if text:
+            return text if len(text) <= 300 else text[:297] + "..."
+    return type(exc).__name__
 
 
 def _format_of(filename: str) -> str:
@@ -148,7 +201,7 @@ def iter_rows(
     hub_mode = data == "hub"
     id_field = spec.hub.id_field if hub_mode else (spec.sample.id_field if spec.sample else None)
     index = 0
-    for batch in split_data.dataset.iter(batch_size=BATCH_ROWS):
+    for batch in _batches(source, split_data):
         n = len(next(iter(batch.values()))) if batch else 0
         out: list[Example | BadRow] = []
         for i in range(n):
@@ -157,6 +210,28 @@ def iter_rows(
             locator = f"{split_data.where} row {index}"
             out.append(_normalise(source, raw, split_data.split, locator, id_field, hub_mode))
         yield out
+
+
+def _batches(source: Source, split_data: SplitData) -> Iterator[dict[str, list[Any]]]:
+    """The dataset's batches; a file that only fails when decoded (Arrow keeps invalid UTF-8
+    until then) still gets the one-line diagnosis naming its line."""
+    batches = split_data.dataset.iter(batch_size=BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:
+            path = Path(split_data.where)
+            if path.is_file():
+                fmt = source.spec.sample.format if source.spec.sample else None
+                raise SourceError(
+                    _diagnose(path, fmt or _format_of(path.name), source.name, exc)
+                ) from None
+            raise SourceError(
+                f"{source.path}: source {source.name!r}: {split_data.where}: {_root_cause(exc)}"
+            ) from None
+        yield batch
 
 
 def _normalise(
