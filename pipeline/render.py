@@ -242,11 +242,21 @@ def template_context(source: Source, example: Example) -> dict[str, Any]:
     names: dict[str, Any] = {}
     for fname, ftype in source.spec.features.items():
         value: Any = example.fields.get(fname)
-        if isinstance(ftype, ClassLabel):
+        # Loaded examples always hold valid label ints; examples given to render_one may not,
+        # and then `names.<feature>` is simply undefined (a reject, if a template uses it).
+        if isinstance(ftype, ClassLabel) and _is_index(value, ftype.names):
             names[fname] = ftype.names[value]
-        elif isinstance(ftype, SequenceOfClassLabel):
+        elif (
+            isinstance(ftype, SequenceOfClassLabel)
+            and isinstance(value, list)
+            and all(_is_index(v, ftype.sequence.names) for v in value)
+        ):
             names[fname] = [ftype.sequence.names[v] for v in value]
     return {**example.fields, "names": names, "example": example.fields}
+
+
+def _is_index(value: Any, names: list[str]) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names)
 
 
 class Renderer:
