@@ -529,7 +529,70 @@ def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-# --------------------------------------------------------------------------- render
+# --------------------------------------------------------------------------- render, validate
+
+
+@dataclass(frozen=True)
+class _PartStage:
+    name: str  # render | validate
+    reads: str  # the parts it reads
+    writes: str  # the parts it writes
+    before: tuple[str, ...]  # stages that must be done
+    fn: Callable[[PartTask], PartResult]
+
+
+_RENDER = _PartStage("render", "examples", "rendered", ("load",), render_part)
+_VALIDATE = _PartStage("validate", "rendered", "valid", ("load", "render"), validate_part)
+
+
+def _part_stage(
+    stage: _PartStage,
+    out: Path,
+    executor: Executor | None,
+    progress: Progress | None,
+    resume: bool,
+) -> Manifest:
+    """Run a part-by-part stage: clear what it invalidates, run its parts (with ``resume``,
+    only those without output), then recount every source from the files on disk, so a rerun
+    or a resume never counts twice."""
+    progress = progress or NullProgress()
+    folder = RunFolder(out)
+    with folder.lock():
+        started = time.perf_counter()
+        manifest = folder.read_manifest(needs=stage.before[-1])
+        folder.remove_temporaries()
+        if not resume:
+            folder.clear(stage.writes, f"rejects/{stage.name}")
+        later = [s for s in (_RENDER, _VALIDATE) if stage.name in s.before]
+        folder.clear("mixed", *(s.writes for s in later), *(f"rejects/{s.name}" for s in later))
+        manifest.stages_done = list(stage.before)
+        folder.write_manifest(manifest)
+        own = executor is None
+        executor = executor or LocalExecutor(1)
+        try:
+            _run_parts(folder, manifest, stage.name, stage.reads, stage.fn, executor, progress)
+        finally:
+            if own:
+                executor.close()
+        for name, counts in manifest.sources.items():
+            _recount(folder, name, counts, validated=stage is _VALIDATE)
+        manifest.stages_done = [*stage.before, stage.name]
+        manifest.timings_s[stage.name] = round(time.perf_counter() - started, 3)
+        folder.write_manifest(manifest)
+        return manifest
+
+
+def _recount(folder: RunFolder, name: str, counts: SourceCounts, validated: bool) -> None:
+    rules = {s: _rules_on_disk(folder, s, name) for s in ("load", "render", "validate")}
+    rendered = sum(pq.read_metadata(p).num_rows for p in folder.parts("rendered", name))
+    render_rejects = sum(rules["render"].values())
+    counts.records_rendered = rendered + render_rejects
+    counts.records_rejected = render_rejects + sum(rules["validate"].values())
+    counts.records_accepted = (
+        sum(pq.read_metadata(p).num_rows for p in folder.parts("valid", name)) if validated else 0
+    )
+    counts.records_selected = counts.records_dropped_by_mix = 0
+    counts.rejected_by_rule = _merge(_merge(rules["load"], rules["render"]), rules["validate"])
 
 
 def render_stage(
@@ -541,39 +604,7 @@ def render_stage(
 ) -> Manifest:
     """Stage 2: render every examples part into records. With ``resume``, parts already
     rendered are kept (they are the same bytes a rerun would write)."""
-    progress = progress or NullProgress()
-    folder = RunFolder(out)
-    with folder.lock():
-        started = time.perf_counter()
-        manifest = folder.read_manifest(needs="load")
-        folder.remove_temporaries()
-        if not resume:
-            folder.clear("rendered", "rejects/render")
-        folder.clear("valid", "mixed", "rejects/validate")
-        manifest.stages_done = ["load"]
-        folder.write_manifest(manifest)
-        own = executor is None
-        executor = executor or LocalExecutor(1)
-        try:
-            _run_parts(folder, manifest, "render", "examples", render_part, executor, progress)
-        finally:
-            if own:
-                executor.close()
-        for name, counts in manifest.sources.items():
-            render_rules = _rules_on_disk(folder, "render", name)
-            written = sum(pq.read_metadata(p).num_rows for p in folder.parts("rendered", name))
-            counts.records_rendered = written + sum(render_rules.values())
-            counts.records_rejected = sum(render_rules.values())
-            counts.records_accepted = 0
-            counts.records_selected = counts.records_dropped_by_mix = 0
-            counts.rejected_by_rule = _merge(_rules_on_disk(folder, "load", name), render_rules)
-        manifest.stages_done = ["load", "render"]
-        manifest.timings_s["render"] = round(time.perf_counter() - started, 3)
-        folder.write_manifest(manifest)
-        return manifest
-
-
-# --------------------------------------------------------------------------- validate
+    return _part_stage(_RENDER, out, executor, progress, resume)
 
 
 def validate_stage(
@@ -584,38 +615,7 @@ def validate_stage(
     resume: bool = False,
 ) -> Manifest:
     """Stage 3: check every rendered record; good ones to ``valid``, others to ``rejects``."""
-    progress = progress or NullProgress()
-    folder = RunFolder(out)
-    with folder.lock():
-        started = time.perf_counter()
-        manifest = folder.read_manifest(needs="render")
-        folder.remove_temporaries()
-        if not resume:
-            folder.clear("valid", "rejects/validate")
-        folder.clear("mixed")
-        manifest.stages_done = ["load", "render"]
-        folder.write_manifest(manifest)
-        own = executor is None
-        executor = executor or LocalExecutor(1)
-        try:
-            _run_parts(folder, manifest, "validate", "rendered", validate_part, executor, progress)
-        finally:
-            if own:
-                executor.close()
-        for name, counts in manifest.sources.items():
-            # Recounted from the files, so a rerun or a resume never counts twice.
-            load_rules = _rules_on_disk(folder, "load", name)
-            render_rules = _rules_on_disk(folder, "render", name)
-            validate_rules = _rules_on_disk(folder, "validate", name)
-            counts.records_rejected = sum(render_rules.values()) + sum(validate_rules.values())
-            counts.records_accepted = sum(
-                pq.read_metadata(p).num_rows for p in folder.parts("valid", name)
-            )
-            counts.rejected_by_rule = _merge(_merge(load_rules, render_rules), validate_rules)
-        manifest.stages_done = ["load", "render", "validate"]
-        manifest.timings_s["validate"] = round(time.perf_counter() - started, 3)
-        folder.write_manifest(manifest)
-        return manifest
+    return _part_stage(_VALIDATE, out, executor, progress, resume)
 
 
 # --------------------------------------------------------------------------- mix
