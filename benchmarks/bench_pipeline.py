@@ -1,0 +1,856 @@
+"""Throughput and memory of the pipeline against the Jinja limit and promptsource's approach.
+
+In one process, on the same templates (``templates/esnli.yaml``) and the same generated examples
+(the bundled e-SNLI sample's real rows, cycled, each made unique by a new id and a number
+appended to its premise), it measures, in records (one (example, template) render) per second:
+
+- ``floor``: render-only with every template text compiled once in our sandboxed environment
+  (``make_environment`` + ``compile_text``, and plain ``env.from_string(text).render(ctx)``; the
+  faster is the floor);
+- ``pipeline``: ``load_stage`` + ``render_stage`` + ``validate_stage`` with one worker, reading
+  the examples from a JSONL sample file through ``datasets`` and writing parquet; the recipe
+  (every template, zero-shot only, no cap) makes the work one render per pair, as the floor's;
+- ``compile_per_call``: promptsource's approach, every template text compiled on every call
+  (``env.from_string(text).render(ctx)``), on a subset because it is slow;
+- ``workers2``: the pipeline with ``LocalExecutor(2)`` for render and validate;
+- peak RSS (``ru_maxrss``) of a fresh child process running the pipeline at two sizes, with one
+  template per example: load+render+validate, and the full ``run_recipe`` (mix and export too).
+
+    python benchmarks/bench_pipeline.py [--examples N] [--rss-sizes 100000,1000000] [--json]
+                                        [--skip-rss] [--profile]
+
+With ``--json`` one JSON object goes to stdout and the tables to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+SOURCE = "esnli"
+BENCH_SOURCE = "esnli_bench"
+TARGETS: dict[str, tuple[str, float]] = {
+    "pipeline/floor": (">=", 0.5),
+    "pipeline/compile_per_call": (">=", 50.0),
+    "workers2/pipeline": (">=", 1.7),
+    "rss_1M/rss_100k": ("<=", 1.2),
+}
+PACKAGES = ("instructmix", "jinja2", "pyarrow", "datasets", "pydantic", "numpy")
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def _git_state() -> str:
+    """HEAD of the checkout and whether pipeline/ has uncommitted changes (it is measured)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "pipeline"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    if not head:
+        return "unknown"
+    return head + (
+        f" + uncommitted changes in pipeline/ ({len(dirty.splitlines())})" if dirty else ""
+    )
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions: dict[str, str] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return {
+        "git": _git_state(),
+        "cores": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+    }
+
+
+def _spin(n: int) -> float:
+    started = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i * i
+    return time.perf_counter() - started
+
+
+def cpu_scaling(n: int = 10_000_000, trials: int = 3) -> dict[str, Any]:
+    """What two processes get out of this machine now: the same pure-Python loop alone, then
+    twice at once in two spawned processes, ``trials`` times. The median ``speedup`` says how
+    parallel the two cores are now: on a shared VM it moves with the neighbours' load, and where
+    the vCPUs are SMT siblings a tight integer loop gains least, so it is an indicator, not a
+    ceiling for ``workers2``."""
+    import multiprocessing
+    import statistics
+    from concurrent.futures import ProcessPoolExecutor
+
+    ones: list[float] = []
+    twos: list[float] = []
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
+        list(pool.map(_spin, [1000, 1000]))  # started and warm
+        for _ in range(trials):
+            ones.append(_spin(n))
+            started = time.perf_counter()
+            list(pool.map(_spin, [n, n]))
+            twos.append(time.perf_counter() - started)
+    speedups = [2 * o / t for o, t in zip(ones, twos, strict=True)]
+    return {
+        "one_s": statistics.median(ones),
+        "two_parallel_s": statistics.median(twos),
+        "speedup": statistics.median(speedups),
+        "speedups": speedups,
+    }
+
+
+# --------------------------------------------------------------------------- examples
+
+
+@dataclass(frozen=True)
+class BaseRow:
+    """One real row of the bundled sample: its Hub-schema fields and its raw file row."""
+
+    fields: dict[str, Any]
+    raw: dict[str, Any]
+
+
+def base_rows() -> tuple[list[BaseRow], dict[str, Any]]:
+    """The bundled e-SNLI sample's good rows (through ``open_source``/``iter_rows``), each with
+    the raw row that maps back onto it, and the source spec as a plain dict."""
+    from pipeline import load_catalog
+    from pipeline.load import Example, iter_rows, open_source
+
+    source = load_catalog().source(SOURCE)
+    spec = source.spec
+    assert spec.sample is not None
+    raw_by_locator: dict[int, dict[str, Any]] = {}
+    with source.sample_path().open(encoding="utf-8") as fh:
+        for i, line in enumerate(fh, 1):
+            if line.strip():
+                raw_by_locator[i] = json.loads(line)
+    rows: list[BaseRow] = []
+    for split_data in open_source(source, "sample"):
+        for batch in iter_rows(source, split_data, "sample"):
+            for item in batch:
+                if isinstance(item, Example):
+                    index = int(item.locator.rsplit(" row ", 1)[1])
+                    rows.append(BaseRow(dict(item.fields), raw_by_locator[index]))
+    spec_dict = spec.model_dump(mode="json", exclude_none=True)
+    return rows, spec_dict
+
+
+def _premise_columns(spec: dict[str, Any]) -> tuple[str, str]:
+    """(feature, raw column) of the text made unique: the premise (e-SNLI's ``s1``)."""
+    mapped = spec["sample"]["fields"].get("premise", "premise")
+    return "premise", mapped["column"] if isinstance(mapped, dict) else mapped
+
+
+def generate(
+    n: int, rows: Sequence[BaseRow], spec: dict[str, Any]
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """``n`` unique examples as (Hub-schema fields, raw file row): real rows cycled, each with a
+    new id (the sample's id field) and `` (#i)`` appended to its premise. Labels stay the
+    sample's raw strings, so the spec's mapping is exercised."""
+    feature, column = _premise_columns(spec)
+    id_field = spec["sample"]["id_field"]
+    for i in range(n):
+        base = rows[i % len(rows)]
+        suffix = f" (#{i})"
+        fields = dict(base.fields)
+        fields[feature] = fields[feature] + suffix
+        raw = dict(base.raw)
+        raw[column] = raw[column] + suffix
+        raw[id_field] = i + 1
+        yield fields, raw
+
+
+def write_catalog(
+    root: Path,
+    n: int,
+    rows: Sequence[BaseRow],
+    spec: dict[str, Any],
+    templates_per_example: int | str,
+) -> Path:
+    """A catalog folder with the renamed source, its JSONL sample, the same templates and a
+    recipe; returns the recipe's path. The sample file is written streaming (flat memory)."""
+    import yaml
+
+    from pipeline.catalog import builtin_root
+
+    (root / "sources").mkdir(parents=True)
+    (root / "templates").mkdir()
+    sample_name = f"{BENCH_SOURCE}.jsonl"
+    with (root / "sources" / sample_name).open("w", encoding="utf-8") as fh:
+        for _, raw in generate(n, rows, spec):
+            fh.write(json.dumps(raw, ensure_ascii=False) + "\n")
+    src = yaml.safe_load((builtin_root() / "sources" / f"{SOURCE}.yaml").read_text())
+    src["name"] = BENCH_SOURCE
+    src["sample"]["file"] = sample_name
+    (root / "sources" / f"{BENCH_SOURCE}.yaml").write_text(yaml.safe_dump(src, sort_keys=False))
+    tpl = yaml.safe_load((builtin_root() / "templates" / f"{SOURCE}.yaml").read_text())
+    tpl["source"] = BENCH_SOURCE
+    (root / "templates" / f"{BENCH_SOURCE}.yaml").write_text(yaml.safe_dump(tpl, sort_keys=False))
+    recipe = {
+        "name": "bench",
+        "seed": 0,
+        "sources": [BENCH_SOURCE],
+        "templates_per_example": templates_per_example,
+        "mixing": {"cap": None},
+        "variants": {"zero_shot": 1, "few_shot": 0, "cot": 0, "options_shown": 1},
+        "catalog": {"sources": ["sources"], "templates": ["templates"]},
+    }
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+# --------------------------------------------------------------------------- render-only
+
+
+TextFn = Callable[[dict[str, Any]], str]
+
+
+@dataclass
+class TemplateTexts:
+    """One template's texts (instruction, input, output, jinja) and its answer choices."""
+
+    texts: dict[str, str]
+    choices: list[str] | str | None
+
+
+def template_texts() -> list[TemplateTexts]:
+    from pipeline import load_catalog
+
+    out = []
+    for t in load_catalog().templates_for(SOURCE):
+        s = t.spec
+        texts = {
+            k: v
+            for k, v in (
+                ("instruction", s.instruction),
+                ("input", s.input),
+                ("output", s.output),
+                ("jinja", s.jinja),
+            )
+            if v is not None
+        }
+        out.append(TemplateTexts(texts, s.answer_choices))
+    return out
+
+
+def _label_names() -> dict[str, list[str]]:
+    from pipeline import load_catalog
+    from pipeline.models import ClassLabel
+
+    spec = load_catalog().source(SOURCE).spec
+    return {k: v.names for k, v in spec.features.items() if isinstance(v, ClassLabel)}
+
+
+def _context(fields: dict[str, Any], label_names: dict[str, list[str]]) -> dict[str, Any]:
+    names = {k: label_names[k][fields[k]] for k in label_names}
+    return {**fields, "names": names, "example": fields}
+
+
+def _render_pairs(
+    examples: Sequence[dict[str, Any]],
+    compiled: list[tuple[dict[str, TextFn], list[TextFn] | TextFn | None]],
+    label_names: dict[str, list[str]],
+) -> int:
+    """Render instruction/input/output/answer_choices of every (example, template) pair."""
+    n = 0
+    for fields in examples:
+        base = _context(fields, label_names)
+        for texts, choice_fns in compiled:
+            if choice_fns is None:
+                choices = None
+            elif isinstance(choice_fns, list):
+                choices = [f(base).strip() for f in choice_fns]
+            else:
+                choices = [c.strip() for c in choice_fns(base).split("|||")]
+            ctx = {**base, "answer_choices": choices}
+            for fn in texts.values():
+                fn(ctx).strip()
+            n += 1
+    return n
+
+
+def _compile_all(
+    templates: list[TemplateTexts], compile_one: Callable[[str], TextFn]
+) -> list[tuple[dict[str, TextFn], list[TextFn] | TextFn | None]]:
+    out: list[tuple[dict[str, TextFn], list[TextFn] | TextFn | None]] = []
+    for t in templates:
+        texts = {k: compile_one(v) for k, v in t.texts.items()}
+        choices: list[TextFn] | TextFn | None
+        if t.choices is None:
+            choices = None
+        elif isinstance(t.choices, list):
+            choices = [compile_one(c) for c in t.choices]
+        else:
+            choices = compile_one(t.choices)
+        out.append((texts, choices))
+    return out
+
+
+def floor_rates(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Render-only rates with every text compiled once: ``compile_text`` and ``from_string``."""
+    from pipeline.render import compile_text, make_environment
+
+    env = make_environment()
+    templates = template_texts()
+    names = _label_names()
+    out: dict[str, Any] = {}
+
+    def from_string(text: str) -> TextFn:
+        return env.from_string(text).render
+
+    for label, compile_one in (
+        ("compile_text", lambda text: compile_text(env, text)),
+        ("from_string", from_string),
+    ):
+        started = time.perf_counter()
+        compiled = _compile_all(templates, compile_one)
+        n = _render_pairs(examples, compiled, names)
+        seconds = time.perf_counter() - started
+        out[label] = {"records": n, "seconds": seconds, "records_per_s": n / seconds}
+    best = max(("compile_text", "from_string"), key=lambda k: out[k]["records_per_s"])
+    out["best"] = best
+    out["records_per_s"] = out[best]["records_per_s"]
+    return out
+
+
+def compile_per_call_rate(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """promptsource's approach: every text compiled again on every render."""
+    from pipeline.render import make_environment
+
+    env = make_environment()
+    templates = template_texts()
+    names = _label_names()
+
+    def per_call(text: str) -> TextFn:
+        return lambda ctx: env.from_string(text).render(ctx)
+
+    started = time.perf_counter()
+    n = _render_pairs(examples, _compile_all(templates, per_call), names)
+    seconds = time.perf_counter() - started
+    return {"records": n, "seconds": seconds, "records_per_s": n / seconds}
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def run_stages(recipe: Path, out: Path, workers: int) -> dict[str, Any]:
+    """load + render + validate on ``LocalExecutor(workers)``; seconds per stage and counts."""
+    from pipeline.executor import LocalExecutor
+    from pipeline.stages import load_stage, render_stage, validate_stage
+
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    load_stage(recipe, out)
+    seconds["load"] = time.perf_counter() - started
+    executor = LocalExecutor(workers)
+    try:
+        t = time.perf_counter()
+        render_stage(out, executor=executor)
+        seconds["render"] = time.perf_counter() - t
+        t = time.perf_counter()
+        manifest = validate_stage(out, executor=executor)
+        seconds["validate"] = time.perf_counter() - t
+    finally:
+        executor.close()
+    seconds["total"] = time.perf_counter() - started
+    counts = manifest.sources[BENCH_SOURCE]
+    records = counts.records_rendered
+    rv = seconds["render"] + seconds["validate"]
+    return {
+        "workers": workers,
+        "seconds": seconds,
+        "examples_in": counts.examples_in,
+        "examples_rejected": counts.examples_rejected,
+        "records_rendered": records,
+        "records_rejected": counts.records_rejected,
+        "records_accepted": counts.records_accepted,
+        "rejected_by_rule": counts.rejected_by_rule,
+        "records_per_s": records / seconds["total"],
+        "render_validate_records_per_s": records / rv,
+        "render_records_per_s": records / seconds["render"],
+    }
+
+
+def profile_stages(recipe: Path, out: Path, top: int) -> str:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_stages(recipe, out, 1)
+    profiler.disable()
+    buf = io.StringIO()
+    pstats.Stats(profiler, stream=buf).sort_stats("tottime").print_stats(top)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- RSS in a child
+
+
+def vm_hwm_mb() -> float | None:
+    """This process's peak RSS from /proc (VmHWM): unlike ``ru_maxrss`` it starts afresh at exec.
+
+    Linux keeps ``ru_maxrss`` across fork+exec as the larger of the old and new memory maps, so a
+    child spawned by a big parent reports at least the parent's size; VmHWM does not."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _rss_parts() -> dict[str, float]:
+    """RssAnon and RssFile (MB) of this process now: file pages (memory-mapped Arrow files,
+    parquet reads) count in RSS but the kernel can drop them; anonymous memory is the heap."""
+    out: dict[str, float] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(("RssAnon:", "RssFile:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+class RssSampler:
+    """Polls RssAnon/RssFile in a thread and keeps their peaks (VmHWM has only their sum)."""
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for k, v in _rss_parts().items():
+                self.peaks[k] = max(self.peaks.get(k, 0.0), v)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for k, v in _rss_parts().items():
+            self.peaks[k] = max(self.peaks.get(k, 0.0), v)
+
+
+def child_main(recipe: Path, out: Path, mode: str) -> None:
+    """Run the pipeline once in this fresh process; print peak RSS as one JSON line."""
+    import datasets  # noqa: F401
+
+    import pipeline  # noqa: F401  (imports counted in the baseline)
+    from pipeline.stages import load_stage  # noqa: F401
+
+    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline_hwm = vm_hwm_mb()
+    baseline_parts = _rss_parts()
+    started = time.perf_counter()
+    with RssSampler() as sampler:
+        if mode == "stages":
+            result = run_stages(recipe, out, 1)
+            records = result["records_rendered"]
+        else:
+            from pipeline import run_recipe
+
+            manifest = run_recipe(recipe, out, workers=1)
+            records = manifest.sources[BENCH_SOURCE].records_rendered
+    seconds = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "records": records,
+                "seconds": seconds,
+                "ru_maxrss_baseline_mb": baseline_kb / 1024,
+                "ru_maxrss_mb": peak_kb / 1024,
+                "baseline_rss_mb": baseline_hwm,
+                "peak_rss_mb": vm_hwm_mb(),
+                "baseline_anon_mb": baseline_parts.get("RssAnon"),
+                "peak_anon_mb": sampler.peaks.get("RssAnon"),
+                "peak_file_mb": sampler.peaks.get("RssFile"),
+            }
+        )
+    )
+
+
+def rss_runs(
+    sizes: Sequence[int],
+    modes: Sequence[str],
+    rows: Sequence[BaseRow],
+    spec: dict[str, Any],
+    tmp: Path,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for size in sizes:
+        root = tmp / f"rss-{size}"
+        t = time.perf_counter()
+        recipe = write_catalog(root / "catalog", size, rows, spec, 1)
+        write_s = time.perf_counter() - t
+        for mode in modes:
+            env = dict(os.environ, HF_DATASETS_CACHE=str(root / f"hf-cache-{mode}"))
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                str(recipe),
+                str(root / f"out-{mode}"),
+                mode,
+            ]
+            log(f"RSS child: {size:,} examples, {mode} ...")
+            t = time.perf_counter()
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            wall = time.perf_counter() - t
+            if proc.returncode != 0:
+                out[f"{size}:{mode}"] = {"error": proc.stderr.strip()[-2000:]}
+                log(f"  failed: {proc.stderr.strip()[-500:]}")
+            else:
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                result.update(examples=size, wall_s=wall, write_sample_s=write_s)
+                out[f"{size}:{mode}"] = result
+                log(f"  peak RSS {result['peak_rss_mb']:.0f} MB in {wall:.1f} s")
+            shutil.rmtree(root / f"out-{mode}", ignore_errors=True)
+            shutil.rmtree(root / f"hf-cache-{mode}", ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def ratio_row(name: str, value: float | None) -> dict[str, Any]:
+    op, target = TARGETS[name]
+    met = None if value is None else (value >= target if op == ">=" else value <= target)
+    return {"ratio": name, "value": value, "target": f"{op} {target:g}", "met": met}
+
+
+def _loadavg(values: Sequence[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
+
+
+def print_report(result: dict[str, Any], to_stderr: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=to_stderr)
+    m = result["machine"]
+    console.print(
+        f"[bold]code[/]: {m['git']}\n"
+        f"[bold]machine[/]: {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    )
+    sc = result["cpu_scaling"]
+    console.print(
+        f"load average at start {_loadavg(result['loadavg_start'])}, at end "
+        f"{_loadavg(result['loadavg_end'])}; CPU scaling just before workers2: a pure-Python "
+        f"loop takes {sc['one_s']:.2f}s alone, {sc['two_parallel_s']:.2f}s twice at once in 2 "
+        f"processes (median speedup {sc['speedup']:.2f}x of "
+        + ", ".join(f"{v:.2f}" for v in sc["speedups"])
+        + "; an indicator of parallel capacity, not a ceiling)"
+    )
+    console.print(
+        f"examples: {result['examples']:,} generated from the {SOURCE} sample's "
+        f"{result['base_rows']:,} real rows, {result['templates']} templates; "
+        f"compile_per_call on {result['compile_per_call_examples']:,} of them"
+    )
+    console.print(
+        "pipeline recipe: templates_per_example=all, cap=null, zero_shot only, options shown: "
+        "one render per (example, template) pair, the same work as the floor (the pipeline also "
+        "appends the options block, draws seeds, builds messages, validates and writes parquet)"
+    )
+
+    rates = Table(title="records/s")
+    for col in ("measure", "records", "seconds", "records/s", "note"):
+        rates.add_column(
+            col, justify="right" if col in ("records", "seconds", "records/s") else "left"
+        )
+    fl = result["floor"]
+    for key in ("compile_text", "from_string"):
+        r = fl[key]
+        note = "floor" if fl["best"] == key else ""
+        rates.add_row(
+            f"floor ({key})",
+            f"{r['records']:,}",
+            f"{r['seconds']:.2f}",
+            f"{r['records_per_s']:,.0f}",
+            note
+            + (
+                " (make_environment + compile_text)"
+                if key == "compile_text"
+                else " (env.from_string(text) once, .render(ctx))"
+            ),
+        )
+    cp = result["compile_per_call"]
+    rates.add_row(
+        "compile_per_call",
+        f"{cp['records']:,}",
+        f"{cp['seconds']:.2f}",
+        f"{cp['records_per_s']:,.0f}",
+        "env.from_string(text).render(ctx) on every call",
+    )
+    for key in ("pipeline", "workers2"):
+        p = result[key]
+        s = p["seconds"]
+        rates.add_row(
+            key,
+            f"{p['records_rendered']:,}",
+            f"{s['total']:.2f}",
+            f"{p['records_per_s']:,.0f}",
+            f"load {s['load']:.2f}s + render {s['render']:.2f}s + validate {s['validate']:.2f}s; "
+            f"render+validate only {p['render_validate_records_per_s']:,.0f}/s",
+        )
+    console.print(rates)
+
+    ratios = Table(title="ratios against targets")
+    for col in ("ratio", "value", "target", "met"):
+        ratios.add_column(col)
+    for row in result["ratios"]:
+        v = row["value"]
+        met = "n/a" if row["met"] is None else ("[green]yes[/]" if row["met"] else "[red]no[/]")
+        ratios.add_row(row["ratio"], "n/a" if v is None else f"{v:.3f}", row["target"], met)
+    console.print(ratios)
+    w2 = next(r["value"] for r in result["ratios"] if r["ratio"] == "workers2/pipeline")
+    console.print(
+        f"workers2/pipeline {w2:.2f} (tight-loop 2-process speedup now "
+        f"{sc['speedup']:.2f}x); render+validate only: "
+        f"{result['workers2']['render_validate_records_per_s']:,.0f}/s with 2 workers vs "
+        f"{result['pipeline']['render_validate_records_per_s']:,.0f}/s with 1 "
+        f"({result['render_validate_workers2_ratio']:.2f}x); load stays serial in the driver"
+    )
+
+    if result.get("rss"):
+        rss = Table(title="peak RSS of a fresh child (templates_per_example: 1, one worker)")
+        cols = ("examples", "mode", "records", "seconds", "after imports MB", "peak MB")
+        for col in (*cols, "peak anon MB", "peak file MB", "ru_maxrss MB"):
+            rss.add_column(col, justify="right")
+        for r in result["rss"].values():
+            if "error" in r:
+                rss.add_row("?", "?", "error", r["error"][-80:], "", "", "", "", "")
+                continue
+            rss.add_row(
+                f"{r['examples']:,}",
+                r["mode"],
+                f"{r['records']:,}",
+                f"{r['seconds']:.1f}",
+                f"{r['baseline_rss_mb']:.0f}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r['peak_anon_mb']:.0f}",
+                f"{r['peak_file_mb']:.0f}",
+                f"{r['ru_maxrss_mb']:.0f}",
+            )
+        console.print(rss)
+        console.print(
+            "peak MB is VmHWM of the child (/proc/self/status); ru_maxrss is shown beside it but "
+            "Linux carries it over from the (larger) parent across fork+exec, so it is not used; "
+            "peak anon/file: RssAnon (heap) and RssFile (mapped files, which the kernel can "
+            "drop) sampled every 20 ms"
+        )
+
+    phases = Table(title="wall time per phase (s)")
+    phases.add_column("phase")
+    phases.add_column("seconds", justify="right")
+    for k, v in result["phases_s"].items():
+        phases.add_row(k, f"{v:.2f}")
+    console.print(phases)
+    if result.get("profile"):
+        console.print(result["profile"], markup=False, highlight=False)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=int, default=40_000)
+    parser.add_argument("--compile-per-call-examples", type=int, default=1_000)
+    parser.add_argument("--rss-sizes", default="100000,1000000")
+    parser.add_argument(
+        "--rss-modes", default="stages,full", help="stages (load+render+validate) and/or full"
+    )
+    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile a one-worker pipeline (top 15)"
+    )
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        child_main(Path(args.child[0]), Path(args.child[1]), args.child[2])
+        return 0
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    # datasets reads its cache folder when the builder runs; a fresh one per run keeps runs
+    # independent (and every pipeline run below also reads its own sample file path).
+    os.environ["HF_DATASETS_CACHE"] = str(tmp / "hf-cache")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    phases: dict[str, float] = {}
+    result: dict[str, Any] = {"machine": machine(), "examples": args.examples}
+    try:
+        result["loadavg_start"] = os.getloadavg()
+        t = time.perf_counter()
+        rows, spec = base_rows()
+        examples = [fields for fields, _ in generate(args.examples, rows, spec)]
+        phases["read sample + generate examples"] = time.perf_counter() - t
+        result["base_rows"] = len(rows)
+        result["templates"] = len(template_texts())
+
+        t = time.perf_counter()
+        catalogs = {}
+        for name in ("pipeline", "workers2", "profile"):
+            if name == "profile" and not args.profile:
+                continue
+            catalogs[name] = write_catalog(tmp / name, args.examples, rows, spec, "all")
+        phases["write JSONL catalogs"] = time.perf_counter() - t
+
+        log("floor ...")
+        t = time.perf_counter()
+        result["floor"] = floor_rates(examples)
+        phases["floor"] = time.perf_counter() - t
+
+        log("compile_per_call ...")
+        n_pc = min(args.compile_per_call_examples, len(examples))
+        result["compile_per_call_examples"] = n_pc
+        t = time.perf_counter()
+        result["compile_per_call"] = compile_per_call_rate(examples[:n_pc])
+        phases["compile_per_call"] = time.perf_counter() - t
+        del examples
+
+        log("pipeline, 1 worker ...")
+        t = time.perf_counter()
+        result["pipeline"] = run_stages(catalogs["pipeline"], tmp / "out-pipeline", 1)
+        phases["pipeline (1 worker)"] = time.perf_counter() - t
+
+        log("CPU scaling (1 vs 2 processes) ...")
+        t = time.perf_counter()
+        result["cpu_scaling"] = cpu_scaling()
+        phases["CPU scaling calibration"] = time.perf_counter() - t
+
+        log("pipeline, 2 workers ...")
+        t = time.perf_counter()
+        result["workers2"] = run_stages(catalogs["workers2"], tmp / "out-workers2", 2)
+        phases["pipeline (2 workers)"] = time.perf_counter() - t
+
+        if args.profile:
+            log("profile ...")
+            t = time.perf_counter()
+            result["profile"] = profile_stages(catalogs["profile"], tmp / "out-profile", 15)
+            phases["cProfile pipeline"] = time.perf_counter() - t
+
+        for name in catalogs:
+            shutil.rmtree(tmp / name, ignore_errors=True)
+            shutil.rmtree(tmp / f"out-{name}", ignore_errors=True)
+
+        rss: dict[str, Any] = {}
+        sizes = [int(s) for s in args.rss_sizes.split(",") if s.strip()]
+        if not args.skip_rss:
+            t = time.perf_counter()
+            modes = [m.strip() for m in args.rss_modes.split(",") if m.strip()]
+            rss = rss_runs(sizes, modes, rows, spec, tmp, log)
+            phases["RSS children"] = time.perf_counter() - t
+        result["rss"] = rss
+        result["rss_templates_per_example"] = 1
+        result["loadavg_end"] = os.getloadavg()
+        result["phases_s"] = phases
+
+        floor = result["floor"]["records_per_s"]
+        pipe = result["pipeline"]["records_per_s"]
+        rss_ratio: float | None = None
+        rss_ratios: dict[str, float] = {}
+        if len(sizes) >= 2:
+            for mode in ("stages", "full"):
+                small, large = rss.get(f"{sizes[0]}:{mode}"), rss.get(f"{sizes[-1]}:{mode}")
+                if small and large and "error" not in small and "error" not in large:
+                    rss_ratios[mode] = large["peak_rss_mb"] / small["peak_rss_mb"]
+                    rss_ratios[f"{mode}_anon"] = large["peak_anon_mb"] / small["peak_anon_mb"]
+                    rss_ratios[f"{mode}_above_imports"] = (
+                        large["peak_rss_mb"] - large["baseline_rss_mb"]
+                    ) / (small["peak_rss_mb"] - small["baseline_rss_mb"])
+            rss_ratio = rss_ratios.get("stages")
+        result["rss_ratios"] = rss_ratios
+        result["render_validate_workers2_ratio"] = (
+            result["workers2"]["render_validate_records_per_s"]
+            / result["pipeline"]["render_validate_records_per_s"]
+        )
+        result["ratios"] = [
+            ratio_row("pipeline/floor", pipe / floor),
+            ratio_row(
+                "pipeline/compile_per_call", pipe / result["compile_per_call"]["records_per_s"]
+            ),
+            ratio_row("workers2/pipeline", result["workers2"]["records_per_s"] / pipe),
+            ratio_row("rss_1M/rss_100k", rss_ratio),
+        ]
+        for key, label in (
+            ("stages_anon", "stages, anon only"),
+            ("full", "full run"),
+            ("full_anon", "full run, anon only"),
+        ):
+            if rss_ratios.get(key) is not None:
+                row = ratio_row("rss_1M/rss_100k", rss_ratios[key])
+                row["ratio"] = f"rss_1M/rss_100k ({label})"
+                result["ratios"].append(row)
+        if len(sizes) >= 2 and (sizes[0], sizes[-1]) != (100_000, 1_000_000):
+            for row in result["ratios"]:
+                if row["ratio"].startswith("rss_1M"):
+                    row["ratio"] = row["ratio"].replace(
+                        "rss_1M/rss_100k", f"rss_{sizes[-1]}/rss_{sizes[0]}"
+                    )
+        print_report(result, to_stderr=args.json)
+        if args.json:
+            print(json.dumps(result, default=str))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
