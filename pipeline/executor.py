@@ -1,8 +1,10 @@
 """Where stage tasks run: in this process, in worker processes, or on a Ray cluster.
 
-A task is a picklable value handed to a top-level function; its result comes back to the driver,
-which writes every file under a name fixed by the task, never by the worker or the order tasks
-finish in. So one worker, many workers and a Ray cluster write the same bytes.
+A task is a small picklable value handed to a top-level function, which writes its own output
+under a name fixed by the task, never by the worker or the order tasks finish in, and sends back
+only counts. So one worker, many workers and a Ray cluster write the same bytes. On a Ray cluster
+of several machines the run folder must be on storage every node mounts (as Ray Data's own file
+writers also require).
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from typing import Any
 
 import jinja2
 
+SEEDED_NAMES = frozenset({"choice", "shuffle", "sample", "randint"})
+
 
 def seeded_helpers(rng: random.Random) -> dict[str, Callable[..., Any]]:
     """Globals bound to one record's generator: choice, shuffle, sample, randint."""

@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 import jinja2.meta
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 
 from . import helpers
 from .catalog import Source, Template
@@ -99,6 +100,7 @@ class CompiledTemplate:
         self.template = template
         self.error: RenderError | None = None
         self.uses_options = False
+        self.uses_rng = False
         self._parts: dict[str, Renderable | None] = {}
         self._choices: list[Renderable] | Renderable | None = None
         spec = template.spec
@@ -124,6 +126,16 @@ class CompiledTemplate:
                 "options" in jinja2.meta.find_undeclared_variables(env.parse(t))
                 for t in prompt_texts
             )
+            all_texts = [t for t in texts.values() if t]
+            if isinstance(spec.answer_choices, str):
+                all_texts.append(spec.answer_choices)
+            elif spec.answer_choices is not None:
+                all_texts += spec.answer_choices
+            used = set().union(
+                *(jinja2.meta.find_undeclared_variables(env.parse(t)) for t in all_texts)
+            )
+            # The per-record generator is built only for templates that draw from it.
+            self.uses_rng = bool(used & helpers.SEEDED_NAMES)
         except jinja2.TemplateSyntaxError as exc:
             self.error = RenderError(
                 "template_syntax",
@@ -226,9 +238,12 @@ def compile_text(env: jinja2.Environment, source: str) -> Renderable:
     template = env.from_string(source)
     global_vars = dict(template.globals)
     root = template.root_render_func
+    name, blocks = template.name, template.blocks
 
     def render(context: dict[str, Any]) -> str:
-        ctx = template.new_context({**global_vars, **context}, shared=True)
+        # The Context is built directly: Template.new_context would turn the globals ChainMap
+        # into a set on every call, and they are already merged into the context dict here.
+        ctx = Context(env, {**global_vars, **context}, name, blocks)
         # Counted as it is produced: a runaway loop stops at the limit, not at memory's end.
         return bounded_join(root(ctx), MAX_TEXT)
 
@@ -372,11 +387,12 @@ class Renderer:
     ) -> tuple[str, str, list[str] | None, str | None]:
         """One example through one template in zero-shot form: (user, output, choices, system)."""
         spec = compiled.template.spec
-        rng = stable_rng(
-            self.seed, "template-rng", self.source.name, example.example_id, compiled.id
-        )
         context = template_context(self.source, example)
-        context.update(helpers.seeded_helpers(rng))
+        if compiled.uses_rng:
+            rng = stable_rng(
+                self.seed, "template-rng", self.source.name, example.example_id, compiled.id
+            )
+            context.update(helpers.seeded_helpers(rng))
         choices = compiled.render_choices(context)
         block = None
         if choices and draw.options_shown and not spec.metadata.choices_in_prompt:

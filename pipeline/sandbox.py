@@ -143,18 +143,28 @@ class _Timeout(BaseException):
     pass
 
 
+_armed = threading.local()
+
+
+def _expire(signum: int, frame: FrameType | None) -> None:
+    if getattr(_armed, "on", False):
+        raise _Timeout
+
+
 @contextmanager
 def deadline(seconds: float) -> Iterator[None]:
     """Stop the block after ``seconds`` of wall time (main thread of a process only: signals
-    cannot interrupt other threads, where the block runs unbounded)."""
+    cannot interrupt other threads, where the block runs unbounded).
+
+    The SIGALRM handler is installed once and left in place (it does nothing unless a deadline
+    is armed), so a record costs two ``setitimer`` calls and nothing more.
+    """
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise _Timeout
-
-    previous = signal.signal(signal.SIGALRM, expire)
+    if signal.getsignal(signal.SIGALRM) is not _expire:
+        signal.signal(signal.SIGALRM, _expire)
+    _armed.on = True
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
@@ -162,4 +172,4 @@ def deadline(seconds: float) -> Iterator[None]:
         raise RenderLimit("render_timeout", f"render took longer than {seconds} s") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        _armed.on = False

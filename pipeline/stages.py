@@ -2,8 +2,8 @@
 
 Each stage reads only what the previous one wrote into the run folder, so running them one by one
 gives the same bytes as ``run``. Render and validate run part by part on an executor (this
-process, worker processes, or Ray); the driver writes every file under a name fixed by the part,
-so the bytes do not depend on the executor or the number of workers.
+process, worker processes, or Ray); each part's files are named by the part alone, so the bytes
+do not depend on the executor or the number of workers.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -378,11 +378,9 @@ class PartTask:
     part: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class PartResult:
-    table: pa.Table
-    rejects: list[Reject] = field(default_factory=list)
-    rows_in: int = 0
+    rows_in: int  # only a count travels back: the worker wrote the part itself
 
 
 @functools.lru_cache(maxsize=4)
@@ -419,7 +417,8 @@ def _pool(folder: RunFolder, source: str) -> list[Example]:
 
 
 def render_part(task: PartTask) -> PartResult:
-    """Render one part of examples into records (a top-level function, so workers can run it)."""
+    """Render one part of examples into records and write it (a top-level function, so worker
+    processes and Ray can run it). Its output names come from the task alone."""
     _, catalog = _context(task.out, task.fingerprint)
     source = catalog.source(task.source)
     renderer = _renderer(task.out, task.fingerprint, task.source)
@@ -446,7 +445,8 @@ def render_part(task: PartTask) -> PartResult:
                     )
                 else:
                     rows.append(to_record(source, example, result))
-    return PartResult(pa.Table.from_pylist(rows, schema=RECORD_SCHEMA), rejects, n)
+    _finish_part(folder, "render", task, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA), rejects)
+    return PartResult(n)
 
 
 def validate_part(task: PartTask) -> PartResult:
@@ -456,7 +456,8 @@ def validate_part(task: PartTask) -> PartResult:
     with_syntax = _examples_with_template_syntax(folder.part("examples", task.source, task.part))
     keep: list[bool] = []
     rejects: list[Reject] = []
-    for batch in read_batches(folder.part("rendered", task.source, task.part)):
+    table = pq.read_table(folder.part("rendered", task.source, task.part), schema=RECORD_SCHEMA)
+    for batch in table.to_batches(max_chunksize=4096):
         for row in batch.to_pylist():
             problem = check_record(row, recipe.limits, row["example_id"] in with_syntax)
             keep.append(problem is None)
@@ -473,9 +474,16 @@ def validate_part(task: PartTask) -> PartResult:
                         locator=f"record {row['id']}",
                     )
                 )
-    table = pq.read_table(folder.part("rendered", task.source, task.part), schema=RECORD_SCHEMA)
-    table = table.filter(pa.array(keep, type=pa.bool_()))
-    return PartResult(table, rejects, len(keep))
+    _finish_part(folder, "validate", task, table.filter(pa.array(keep, type=pa.bool_())), rejects)
+    return PartResult(len(keep))
+
+
+def _finish_part(
+    folder: RunFolder, stage: str, task: PartTask, table: pa.Table, rejects: list[Reject]
+) -> None:
+    # Rejects first: the part's parquet file appearing is what marks the part done.
+    write_rejects(folder.rejects(stage, task.source, task.part), rejects)
+    write_part(folder.part(OUTPUT_DIR[stage], task.source, task.part), table)
 
 
 def _examples_with_template_syntax(path: Path) -> set[str]:
@@ -508,10 +516,7 @@ def _run_parts(
     ]
     total = sum(pq.read_metadata(folder.part(reads, t.source, t.part)).num_rows for t in tasks)
     with progress.task(stage, total) as advance:
-        for index, result in executor.imap(fn, tasks):
-            task = tasks[index]
-            write_rejects(folder.rejects(stage, task.source, task.part), result.rejects)
-            write_part(folder.part(OUTPUT_DIR[stage], task.source, task.part), result.table)
+        for _, result in executor.imap(fn, tasks):
             advance(result.rows_in)
 
 
