@@ -627,7 +627,8 @@ def validate_stage(
 
 
 # Records per sorting bucket: the mix holds one bucket in memory, never the whole mixture.
-MIX_BUCKET_ROWS = 200_000
+MIX_BUCKET_ROWS = 25_000
+MAX_BUCKETS = 4096  # open files; past this, buckets grow instead
 
 
 def mix_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
@@ -651,7 +652,7 @@ def mix_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
             for name, counts in manifest.sources.items()
         }
         total = sum(min(c.records_target, c.records_accepted) for c in manifest.sources.values())
-        n_buckets = max(1, -(-total // MIX_BUCKET_ROWS))
+        n_buckets = min(MAX_BUCKETS, max(1, -(-total // MIX_BUCKET_ROWS)))
         bucket_dir = folder.root / "mixed" / ".buckets"
         buckets = [
             ParquetSink(bucket_dir / f"b-{i:05d}.parquet", MIX_SCHEMA) for i in range(n_buckets)
@@ -707,16 +708,22 @@ MIX_SCHEMA = RECORD_SCHEMA.append(pa.field("order", pa.uint64())).append(
 
 def _selection_bound(folder: RunFolder, name: str, seed: int, target: int) -> int | None:
     """The largest record key a source keeps, or None when it keeps every accepted record."""
-    keys = [
-        record_key(seed, i)
-        for path in folder.parts("valid", name)
-        for i in pq.read_table(path, columns=["id"]).column("id").to_pylist()
+    chunks = [
+        np.fromiter(
+            (
+                record_key(seed, i)
+                for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()
+            ),
+            dtype=np.uint64,
+        )
+        for p in folder.parts("valid", name)
     ]
+    keys = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.uint64)
     if len(keys) <= target:
         return None
     if target == 0:
         return -1
-    return int(np.partition(np.array(keys, dtype=np.uint64), target - 1)[target - 1])
+    return int(np.partition(keys, target - 1)[target - 1])
 
 
 def _scatter(table: pa.Table, seed: int, fraction: float, buckets: list[ParquetSink]) -> None:
