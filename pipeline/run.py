@@ -18,7 +18,7 @@ from .load import DataMode
 from .models import Manifest
 from .progress import NullProgress, Progress
 from .runfolder import RunFolder
-from .stages import load_stage, mix_stage, prepare, render_stage, validate_stage
+from .stages import load_stage, mix_stage, prepare, render_validate_stage, validate_stage
 
 
 def run_recipe(
@@ -56,8 +56,11 @@ def run_recipe(
             pool = make_executor(executor, workers, address)
             try:
                 if "render" not in done:
-                    render_stage(folder.root, executor=pool, progress=progress, resume=True)
-                validate_stage(folder.root, executor=pool, progress=progress, resume=True)
+                    render_validate_stage(
+                        folder.root, executor=pool, progress=progress, resume=True
+                    )
+                else:
+                    validate_stage(folder.root, executor=pool, progress=progress, resume=True)
             finally:
                 pool.close()
         if "mix" not in done:

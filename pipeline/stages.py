@@ -419,6 +419,32 @@ def _pool(folder: RunFolder, source: str) -> list[Example]:
 def render_part(task: PartTask) -> PartResult:
     """Render one part of examples into records and write it (a top-level function, so worker
     processes and Ray can run it). Its output names come from the task alone."""
+    n, table, rejects = _render_records(task)
+    _finish_part(RunFolder(Path(task.out)), "render", task, table, rejects)
+    return PartResult(n)
+
+
+def validate_part(task: PartTask) -> PartResult:
+    """Check one part of rendered records; keep the good ones, reject the rest with a reason."""
+    folder = RunFolder(Path(task.out))
+    table = pq.read_table(folder.part("rendered", task.source, task.part), schema=RECORD_SCHEMA)
+    valid, rejects = _validate_records(task, table)
+    _finish_part(folder, "validate", task, valid, rejects)
+    return PartResult(table.num_rows)
+
+
+def render_validate_part(task: PartTask) -> PartResult:
+    """Both stages on one part without reading the rendered records back from disk; writes
+    exactly the files ``render_part`` then ``validate_part`` would."""
+    folder = RunFolder(Path(task.out))
+    n, table, render_rejects = _render_records(task)
+    valid, validate_rejects = _validate_records(task, table)
+    _finish_part(folder, "render", task, table, render_rejects)
+    _finish_part(folder, "validate", task, valid, validate_rejects)
+    return PartResult(n)
+
+
+def _render_records(task: PartTask) -> tuple[int, pa.Table, list[Reject]]:
     _, catalog = _context(task.out, task.fingerprint)
     source = catalog.source(task.source)
     renderer = _renderer(task.out, task.fingerprint, task.source)
@@ -445,18 +471,15 @@ def render_part(task: PartTask) -> PartResult:
                     )
                 else:
                     rows.append(to_record(source, example, result))
-    _finish_part(folder, "render", task, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA), rejects)
-    return PartResult(n)
+    return n, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA), rejects
 
 
-def validate_part(task: PartTask) -> PartResult:
-    """Check one part of rendered records; keep the good ones, reject the rest with a reason."""
+def _validate_records(task: PartTask, table: pa.Table) -> tuple[pa.Table, list[Reject]]:
     recipe, _ = _context(task.out, task.fingerprint)
     folder = RunFolder(Path(task.out))
     with_syntax = _examples_with_template_syntax(folder.part("examples", task.source, task.part))
     keep: list[bool] = []
     rejects: list[Reject] = []
-    table = pq.read_table(folder.part("rendered", task.source, task.part), schema=RECORD_SCHEMA)
     for batch in table.to_batches(max_chunksize=4096):
         for row in batch.to_pylist():
             problem = check_record(row, recipe.limits, row["example_id"] in with_syntax)
@@ -474,8 +497,7 @@ def validate_part(task: PartTask) -> PartResult:
                         locator=f"record {row['id']}",
                     )
                 )
-    _finish_part(folder, "validate", task, table.filter(pa.array(keep, type=pa.bool_())), rejects)
-    return PartResult(len(keep))
+    return table.filter(pa.array(keep, type=pa.bool_())), rejects
 
 
 def _finish_part(
@@ -500,23 +522,23 @@ def _examples_with_template_syntax(path: Path) -> set[str]:
 def _run_parts(
     folder: RunFolder,
     manifest: Manifest,
-    stage: str,
-    reads: str,
-    fn: Callable[[PartTask], PartResult],
+    stage: _PartStage,
     executor: Executor,
     progress: Progress,
 ) -> None:
-    """Run ``fn`` on every part of every source that has no output yet, writing each result
-    where its part says. A part's parquet file is written last: its presence means done."""
+    """Run the stage on every part of every source that has no output yet. Workers write their
+    own files; a part's parquet file is written last, so its presence means done."""
     tasks = [
         PartTask(str(folder.root), manifest.recipe_fingerprint, name, i)
         for name in manifest.sources
-        for i in range(len(folder.parts(reads, name)))
-        if not folder.part(OUTPUT_DIR[stage], name, i).exists()
+        for i in range(len(folder.parts(stage.reads, name)))
+        if not folder.part(stage.writes, name, i).exists()
     ]
-    total = sum(pq.read_metadata(folder.part(reads, t.source, t.part)).num_rows for t in tasks)
-    with progress.task(stage, total) as advance:
-        for _, result in executor.imap(fn, tasks):
+    total = sum(
+        pq.read_metadata(folder.part(stage.reads, t.source, t.part)).num_rows for t in tasks
+    )
+    with progress.task(stage.name, total) as advance:
+        for _, result in executor.imap(stage.fn, tasks):
             advance(result.rows_in)
 
 
@@ -539,15 +561,47 @@ def _merge(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class _PartStage:
-    name: str  # render | validate
+    name: str
     reads: str  # the parts it reads
-    writes: str  # the parts it writes
+    writes: str  # the parts whose presence marks a part done
+    owns: tuple[str, ...]  # folders it writes (cleared unless resuming)
+    invalidates: tuple[str, ...]  # later outputs made stale by rerunning it
     before: tuple[str, ...]  # stages that must be done
+    after: tuple[str, ...]  # stages done once it finishes
     fn: Callable[[PartTask], PartResult]
 
 
-_RENDER = _PartStage("render", "examples", "rendered", ("load",), render_part)
-_VALIDATE = _PartStage("validate", "rendered", "valid", ("load", "render"), validate_part)
+_RENDER = _PartStage(
+    "render",
+    "examples",
+    "rendered",
+    ("rendered", "rejects/render"),
+    ("valid", "rejects/validate", "mixed"),
+    ("load",),
+    ("load", "render"),
+    render_part,
+)
+_VALIDATE = _PartStage(
+    "validate",
+    "rendered",
+    "valid",
+    ("valid", "rejects/validate"),
+    ("mixed",),
+    ("load", "render"),
+    ("load", "render", "validate"),
+    validate_part,
+)
+# What `run` uses: both stages per part, in one task.
+_RENDER_VALIDATE = _PartStage(
+    "render+validate",
+    "examples",
+    "valid",
+    ("rendered", "rejects/render", "valid", "rejects/validate"),
+    ("mixed",),
+    ("load",),
+    ("load", "render", "validate"),
+    render_validate_part,
+)
 
 
 def _part_stage(
@@ -567,21 +621,20 @@ def _part_stage(
         manifest = folder.read_manifest(needs=stage.before[-1])
         folder.remove_temporaries()
         if not resume:
-            folder.clear(stage.writes, f"rejects/{stage.name}")
-        later = [s for s in (_RENDER, _VALIDATE) if stage.name in s.before]
-        folder.clear("mixed", *(s.writes for s in later), *(f"rejects/{s.name}" for s in later))
+            folder.clear(*stage.owns)
+        folder.clear(*stage.invalidates)
         manifest.stages_done = list(stage.before)
         folder.write_manifest(manifest)
         own = executor is None
         executor = executor or LocalExecutor(1)
         try:
-            _run_parts(folder, manifest, stage.name, stage.reads, stage.fn, executor, progress)
+            _run_parts(folder, manifest, stage, executor, progress)
         finally:
             if own:
                 executor.close()
         for name, counts in manifest.sources.items():
-            _recount(folder, name, counts, validated=stage is _VALIDATE)
-        manifest.stages_done = [*stage.before, stage.name]
+            _recount(folder, name, counts, validated="validate" in stage.after)
+        manifest.stages_done = list(stage.after)
         manifest.timings_s[stage.name] = round(time.perf_counter() - started, 3)
         folder.write_manifest(manifest)
         return manifest
@@ -621,6 +674,18 @@ def validate_stage(
 ) -> Manifest:
     """Stage 3: check every rendered record; good ones to ``valid``, others to ``rejects``."""
     return _part_stage(_VALIDATE, out, executor, progress, resume)
+
+
+def render_validate_stage(
+    out: Path,
+    *,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+    resume: bool = False,
+) -> Manifest:
+    """Stages 2 and 3 part by part in one pass (what ``run`` does): the same files as
+    ``render_stage`` then ``validate_stage``, without reading the records back."""
+    return _part_stage(_RENDER_VALIDATE, out, executor, progress, resume)
 
 
 # --------------------------------------------------------------------------- mix
