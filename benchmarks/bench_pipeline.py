@@ -7,7 +7,8 @@ appended to its premise), it measures, in records (one (example, template) rende
 - ``floor``: render-only with every template text compiled once in our sandboxed environment
   (``make_environment`` + ``compile_text``, and plain ``env.from_string(text).render(ctx)``; the
   faster is the floor);
-- ``pipeline``: ``load_stage`` + ``render_stage`` + ``validate_stage`` with one worker, reading
+- ``pipeline``: ``load_stage`` + ``render_validate_stage`` (what ``run`` does: both stages per
+  part, writing the rendered and the valid parts) with one worker, reading
   the examples from a JSONL sample file through ``datasets`` and writing parquet; the recipe
   (every template, zero-shot only, no cap) makes the work one render per pair, as the floor's;
 - ``compile_per_call``: promptsource's approach, every template text compiled on every call
@@ -375,9 +376,9 @@ def compile_per_call_rate(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_stages(recipe: Path, out: Path, workers: int) -> dict[str, Any]:
-    """load + render + validate on ``LocalExecutor(workers)``; seconds per stage and counts."""
+    """load + render + validate (as ``run`` does them) on ``LocalExecutor(workers)``."""
     from pipeline.executor import LocalExecutor
-    from pipeline.stages import load_stage, render_stage, validate_stage
+    from pipeline.stages import load_stage, render_validate_stage
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -386,17 +387,14 @@ def run_stages(recipe: Path, out: Path, workers: int) -> dict[str, Any]:
     executor = LocalExecutor(workers)
     try:
         t = time.perf_counter()
-        render_stage(out, executor=executor)
-        seconds["render"] = time.perf_counter() - t
-        t = time.perf_counter()
-        manifest = validate_stage(out, executor=executor)
-        seconds["validate"] = time.perf_counter() - t
+        manifest = render_validate_stage(out, executor=executor)
+        seconds["render+validate"] = time.perf_counter() - t
     finally:
         executor.close()
     seconds["total"] = time.perf_counter() - started
     counts = manifest.sources[BENCH_SOURCE]
     records = counts.records_rendered
-    rv = seconds["render"] + seconds["validate"]
+    rv = seconds["render+validate"]
     return {
         "workers": workers,
         "seconds": seconds,
@@ -408,7 +406,6 @@ def run_stages(recipe: Path, out: Path, workers: int) -> dict[str, Any]:
         "rejected_by_rule": counts.rejected_by_rule,
         "records_per_s": records / seconds["total"],
         "render_validate_records_per_s": records / rv,
-        "render_records_per_s": records / seconds["render"],
     }
 
 
@@ -641,7 +638,7 @@ def print_report(result: dict[str, Any], to_stderr: bool) -> None:
             f"{p['records_rendered']:,}",
             f"{s['total']:.2f}",
             f"{p['records_per_s']:,.0f}",
-            f"load {s['load']:.2f}s + render {s['render']:.2f}s + validate {s['validate']:.2f}s; "
+            f"load {s['load']:.2f}s + render+validate {s['render+validate']:.2f}s; "
             f"render+validate only {p['render_validate_records_per_s']:,.0f}/s",
         )
     console.print(rates)

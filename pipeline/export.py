@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
@@ -57,7 +58,8 @@ def export_stage(
         variants = Counter[str]()
         for split in manifest.splits:
             column = pq.read_table(folder.mixed(split), columns=["variant"]).column("variant")
-            variants.update(column.to_pylist())
+            for item in pc.value_counts(column).to_pylist():
+                variants[item["values"]] += item["counts"]
         with progress.task("export", sum(manifest.splits.values())) as advance:
             for split, rows in manifest.splits.items():
                 files[split] = _write_shards(

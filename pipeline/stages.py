@@ -719,9 +719,7 @@ def mix_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
         total = sum(min(c.records_target, c.records_accepted) for c in manifest.sources.values())
         n_buckets = min(MAX_BUCKETS, max(1, -(-total // MIX_BUCKET_ROWS)))
         bucket_dir = folder.root / "mixed" / ".buckets"
-        buckets = [
-            ParquetSink(bucket_dir / f"b-{i:05d}.parquet", MIX_SCHEMA) for i in range(n_buckets)
-        ]
+        buckets = _Buckets(bucket_dir, n_buckets)
         with progress.task(
             "mix", sum(c.records_accepted for c in manifest.sources.values())
         ) as advance:
@@ -738,21 +736,20 @@ def mix_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
                     advance(len(ids))
                 counts.records_selected = selected
                 counts.records_dropped_by_mix = counts.records_accepted - selected
-        for sink in buckets:
-            sink.close()
+        buckets.close()
         manifest.splits = {}
         sinks = {
             split: ParquetSink(folder.mixed(split), RECORD_SCHEMA, recipe.export.row_group_rows)
             for split in ("train", "validation")
         }
         groups = {split: RowGroups(sinks[split], recipe.export.row_group_rows) for split in sinks}
-        for sink in buckets:
-            table = pq.read_table(sink.path).sort_by([("order", "ascending"), ("id", "ascending")])
+        for path in buckets.paths:
+            table = pq.read_table(path).sort_by([("order", "ascending"), ("id", "ascending")])
             for split in sinks:
                 part = table.filter(pc.equal(table["out_split"], split))
                 groups[split].add(part.select(RECORD_SCHEMA.names))
                 manifest.splits[split] = manifest.splits.get(split, 0) + part.num_rows
-            sink.path.unlink()
+            path.unlink()
         for split in list(sinks):
             groups[split].close()
             sinks[split].close()
@@ -791,7 +788,41 @@ def _selection_bound(folder: RunFolder, name: str, seed: int, target: int) -> in
     return int(np.partition(keys, target - 1)[target - 1])
 
 
-def _scatter(table: pa.Table, seed: int, fraction: float, buckets: list[ParquetSink]) -> None:
+class _Buckets:
+    """The mix's sort buckets: records are buffered per bucket up to a fixed total, so memory
+    stays bounded and each bucket file gets few, large row groups (a parquet writer keeps
+    every row group's metadata in memory until it closes)."""
+
+    BUFFER_ROWS = 50_000  # across all buckets
+
+    def __init__(self, directory: Path, n: int) -> None:
+        self.paths = [directory / f"b-{i:05d}.parquet" for i in range(n)]
+        self._sinks = [ParquetSink(p, MIX_SCHEMA) for p in self.paths]
+        self._limit = max(256, self.BUFFER_ROWS // n)
+        self._pending: list[list[pa.Table]] = [[] for _ in range(n)]
+        self._rows = [0] * n
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def add(self, bucket: int, table: pa.Table) -> None:
+        self._pending[bucket].append(table)
+        self._rows[bucket] += table.num_rows
+        if self._rows[bucket] >= self._limit:
+            self._flush(bucket)
+
+    def _flush(self, bucket: int) -> None:
+        if self._pending[bucket]:
+            self._sinks[bucket].write_table(pa.concat_tables(self._pending[bucket]))
+        self._pending[bucket], self._rows[bucket] = [], 0
+
+    def close(self) -> None:
+        for bucket, sink in enumerate(self._sinks):
+            self._flush(bucket)
+            sink.close()
+
+
+def _scatter(table: pa.Table, seed: int, fraction: float, buckets: _Buckets) -> None:
     """Append records to the bucket their order key falls in, with their order and split."""
     ids = table.column("id").to_pylist()
     orders = [order_key(seed, i) for i in ids]
@@ -808,7 +839,7 @@ def _scatter(table: pa.Table, seed: int, fraction: float, buckets: list[ParquetS
     )
     for b in sorted(set(which)):
         mask = pa.array([w == b for w in which], type=pa.bool_())
-        buckets[b].write_table(full.filter(mask))
+        buckets.add(b, full.filter(mask))
 
 
 class RowGroups:
