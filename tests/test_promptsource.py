@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from pipeline import load_catalog, render_one
 from pipeline.catalog import Catalog, Template
-from pipeline.load import Example, iter_rows, open_source
+from pipeline.load import Example
 from pipeline.models import SLUG_PATTERN, TemplateFile, TemplateSpec
+from pipeline.preview import sample_examples
 from pipeline.promptsource import (
     PromptsourceError,
     convert,
@@ -45,14 +46,7 @@ ROWS = 25
 
 
 def _rows(catalog: Catalog, name: str, n: int = ROWS) -> list[Example]:
-    source = catalog.source(name)
-    out: list[Example] = []
-    for split_data in open_source(source, "sample"):
-        for batch in iter_rows(source, split_data, "sample"):
-            out += [e for e in batch if isinstance(e, Example)]
-            if len(out) >= n:
-                return out[:n]
-    return out
+    return sample_examples(catalog, name, n)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ import pytest
 
 from pipeline import RenderError, load_catalog, render_one
 from pipeline.catalog import Template
-from pipeline.load import Example, iter_rows, open_source
+from pipeline.load import Example
 from pipeline.models import Recipe, TemplateSpec
+from pipeline.preview import sample_examples
 from pipeline.render import Renderer
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -29,14 +30,7 @@ GOLDEN_CASES = [
 
 
 def _first_examples(catalog, name: str, n: int) -> list[Example]:  # type: ignore[no-untyped-def]
-    source = catalog.source(name)
-    out: list[Example] = []
-    for split in open_source(source, "sample"):
-        for batch in iter_rows(source, split, "sample"):
-            out += [e for e in batch if isinstance(e, Example)]
-            if len(out) >= n:
-                return out[:n]
-    return out
+    return sample_examples(catalog, name, n)
 
 
 @pytest.mark.parametrize(("source_name", "template_id"), GOLDEN_CASES)
