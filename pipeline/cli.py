@@ -26,6 +26,7 @@ from .models import Manifest, TemplateFile
 from .preview import preview_records
 from .progress import NullProgress, Progress, RichProgress
 from .promptsource import convert, import_promptsource, read_promptsource
+from .rejects import read_rejects, summarize
 from .run import run_recipe
 from .stages import load_stage, mix_stage, render_stage, validate_stage
 from .yamlfile import load_model
@@ -332,6 +333,32 @@ def export(
 
 def _catalog(sources: list[Path] | None, templates: list[Path] | None) -> Any:
     return _guard(lambda: load_catalog(sources or [], templates or []))
+
+
+@app.command()
+def rejects(
+    out: OutOpt = Path("output"),
+    source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
+    rule: Annotated[str | None, typer.Option("--rule", help="Only this rule.")] = None,
+    n: Annotated[int, typer.Option("-n", help="Show this many rejects after the summary.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Why examples and records were left out: counts by stage, source and rule, then examples."""
+    table = _guard(lambda: read_rejects(out, source, rule))
+    if as_json:
+        typer.echo(json.dumps(table.to_dicts(), indent=2, ensure_ascii=False))
+        return
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    summary = Table(title=f"rejects in {out}: {table.height}", box=box.SIMPLE_HEAD)
+    for col in ("stage", "source", "rule", "count"):
+        summary.add_column(col, justify="right" if col == "count" else "left")
+    for row in summarize(table).iter_rows(named=True):
+        summary.add_row(row["stage"], row["source"], row["rule"], f"{row['count']:,}")
+    console.print(summary)
+    for row in table.head(n).iter_rows(named=True):
+        console.print(
+            f"[bold]{row['rule']}[/bold] {escape(row['locator'])}: {escape(row['message'])}"
+        )
 
 
 @sources_app.command("list")

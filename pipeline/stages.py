@@ -317,7 +317,7 @@ def _load_source(
                             table.column("split")[i].as_py(),
                             eid,
                             "duplicate_example_id",
-                            f"example id {eid!r} already used at {first[1]} ({where})",
+                            f"example id {eid!r} already used at {first[1]}",
                             where,
                         )
                     )

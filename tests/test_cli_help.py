@@ -148,3 +148,24 @@ def test_import_promptsource_cli(tmp_path) -> None:  # type: ignore[no-untyped-d
         app, ["templates", "import-promptsource", str(fixture), "--source", "nope"]
     )
     assert unknown.exit_code == 1 and "unknown source 'nope'" in unknown.stderr
+
+
+def test_rejects_command_summarizes_with_polars(tmp_path, user_catalog) -> None:  # type: ignore[no-untyped-def]
+    with open(user_catalog / "data" / "mini_nli.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"id": 8, "p": "x", "h": "y", "gold": "nope"}) + "\n")
+    out = tmp_path / "o"
+    assert (
+        CliRunner()
+        .invoke(app, ["run", str(user_catalog / "recipes" / "mini.yaml"), "--out", str(out), "-q"])
+        .exit_code
+        == 0
+    )
+    result = CliRunner().invoke(app, ["rejects", "--out", str(out)])
+    assert result.exit_code == 0
+    assert "bad_label" in result.stdout and "rejects in" in result.stdout
+    rows = json.loads(CliRunner().invoke(app, ["rejects", "--out", str(out), "--json"]).stdout)
+    assert [(r["stage"], r["rule"], r["example_id"]) for r in rows] == [("load", "bad_label", "8")]
+    empty = CliRunner().invoke(app, ["rejects", "--out", str(out), "--rule", "sandbox", "--json"])
+    assert json.loads(empty.stdout) == []
+    missing = CliRunner().invoke(app, ["rejects", "--out", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "no manifest.json" in missing.stderr
