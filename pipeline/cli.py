@@ -39,7 +39,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 sources_app = typer.Typer(help="Inspect the source catalog.", no_args_is_help=True)
-templates_app = typer.Typer(help="Inspect the template catalog.", no_args_is_help=True)
+templates_app = typer.Typer(
+    help="List, preview, lint and import (promptsource) templates.", no_args_is_help=True
+)
 recipes_app = typer.Typer(help="Inspect the recipe catalog.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(templates_app, name="templates")
