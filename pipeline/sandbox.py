@@ -162,8 +162,10 @@ def deadline(seconds: float) -> Iterator[None]:
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
-    if signal.getsignal(signal.SIGALRM) is not _expire:
+    if not getattr(_armed, "installed", False):
+        # Checked with a flag, not signal.getsignal(), which builds an Enum on every call.
         signal.signal(signal.SIGALRM, _expire)
+        _armed.installed = True
     _armed.on = True
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:

@@ -419,7 +419,8 @@ def _pool(folder: RunFolder, source: str) -> list[Example]:
 def render_part(task: PartTask) -> PartResult:
     """Render one part of examples into records and write it (a top-level function, so worker
     processes and Ray can run it). Its output names come from the task alone."""
-    n, table, rejects = _render_records(task)
+    n, rows, rejects = _render_records(task)
+    table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
     _finish_part(RunFolder(Path(task.out)), "render", task, table, rejects)
     return PartResult(n)
 
@@ -428,7 +429,7 @@ def validate_part(task: PartTask) -> PartResult:
     """Check one part of rendered records; keep the good ones, reject the rest with a reason."""
     folder = RunFolder(Path(task.out))
     table = pq.read_table(folder.part("rendered", task.source, task.part), schema=RECORD_SCHEMA)
-    valid, rejects = _validate_records(task, table)
+    valid, rejects = _validate_records(task, table, table.to_pylist())
     _finish_part(folder, "validate", task, valid, rejects)
     return PartResult(table.num_rows)
 
@@ -437,14 +438,16 @@ def render_validate_part(task: PartTask) -> PartResult:
     """Both stages on one part without reading the rendered records back from disk; writes
     exactly the files ``render_part`` then ``validate_part`` would."""
     folder = RunFolder(Path(task.out))
-    n, table, render_rejects = _render_records(task)
-    valid, validate_rejects = _validate_records(task, table)
+    n, rows, render_rejects = _render_records(task)
+    table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+    # The rows are still in memory: validate them as they are, not read back from Arrow.
+    valid, validate_rejects = _validate_records(task, table, rows)
     _finish_part(folder, "render", task, table, render_rejects)
     _finish_part(folder, "validate", task, valid, validate_rejects)
     return PartResult(n)
 
 
-def _render_records(task: PartTask) -> tuple[int, pa.Table, list[Reject]]:
+def _render_records(task: PartTask) -> tuple[int, list[dict[str, Any]], list[Reject]]:
     _, catalog = _context(task.out, task.fingerprint)
     source = catalog.source(task.source)
     renderer = _renderer(task.out, task.fingerprint, task.source)
@@ -471,32 +474,34 @@ def _render_records(task: PartTask) -> tuple[int, pa.Table, list[Reject]]:
                     )
                 else:
                     rows.append(to_record(source, example, result))
-    return n, pa.Table.from_pylist(rows, schema=RECORD_SCHEMA), rejects
+    return n, rows, rejects
 
 
-def _validate_records(task: PartTask, table: pa.Table) -> tuple[pa.Table, list[Reject]]:
+def _validate_records(
+    task: PartTask, table: pa.Table, rows: list[dict[str, Any]]
+) -> tuple[pa.Table, list[Reject]]:
+    """Check ``rows`` (the records of ``table``, as dicts); return the table's good rows."""
     recipe, _ = _context(task.out, task.fingerprint)
     folder = RunFolder(Path(task.out))
     with_syntax = _examples_with_template_syntax(folder.part("examples", task.source, task.part))
     keep: list[bool] = []
     rejects: list[Reject] = []
-    for batch in table.to_batches(max_chunksize=4096):
-        for row in batch.to_pylist():
-            problem = check_record(row, recipe.limits, row["example_id"] in with_syntax)
-            keep.append(problem is None)
-            if problem is not None:
-                rejects.append(
-                    Reject(
-                        stage="validate",
-                        source=task.source,
-                        split=row["split"],
-                        example_id=row["example_id"],
-                        template_id=row["template_id"],
-                        rule=problem[0],
-                        message=problem[1],
-                        locator=f"record {row['id']}",
-                    )
+    for row in rows:
+        problem = check_record(row, recipe.limits, row["example_id"] in with_syntax)
+        keep.append(problem is None)
+        if problem is not None:
+            rejects.append(
+                Reject(
+                    stage="validate",
+                    source=task.source,
+                    split=row["split"],
+                    example_id=row["example_id"],
+                    template_id=row["template_id"],
+                    rule=problem[0],
+                    message=problem[1],
+                    locator=f"record {row['id']}",
                 )
+            )
     return table.filter(pa.array(keep, type=pa.bool_())), rejects
 
 
