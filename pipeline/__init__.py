@@ -10,10 +10,11 @@ __version__ = "0.1.0"
 from .catalog import Catalog, Source, Template, builtin_root, load_catalog
 from .errors import CatalogError, PipelineError, RunFolderError, SourceError
 from .export import export_stage, push_to_hub
+from .mix import mix_stage
 from .models import Manifest, Recipe, Record, Reject, SourceSpec, TemplateSpec
 from .render import RenderError, render_one
 from .run import run_recipe
-from .stages import load_stage, mix_stage, render_stage, validate_stage
+from .stages import load_stage, render_stage, validate_stage
 
 __all__ = [
     "Catalog",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CatalogError
-from .models import Recipe, SourceSpec, TemplateFile, TemplateSpec
+from .models import Manifest, Recipe, SourceSpec, TemplateFile, TemplateSpec
 from .yamlfile import load_model
 
 
@@ -167,3 +167,15 @@ def _dedup(paths: Iterable[Path]) -> list[Path]:
     for p in paths:
         seen.setdefault(Path(p).resolve(), None)
     return list(seen)
+
+
+def recipe_context(manifest: Manifest) -> tuple[Recipe, Catalog]:
+    """Rebuild the recipe and catalog a run folder was loaded with."""
+    recipe = Recipe.model_validate(manifest.recipe)
+    catalog = catalog_for_recipe(
+        None,
+        None,
+        [Path(p) for p in manifest.catalog_dirs.get("sources", [])],
+        [Path(p) for p in manifest.catalog_dirs.get("templates", [])],
+    )
+    return recipe, catalog

@@ -22,13 +22,14 @@ from .errors import PipelineError
 from .executor import ExecutorName, make_executor
 from .export import export_stage, push_to_hub
 from .lint import lint_catalog
+from .mix import mix_stage
 from .models import Manifest, TemplateFile
 from .preview import preview_records
 from .progress import NullProgress, Progress, RichProgress
 from .promptsource import convert, import_promptsource, read_promptsource
 from .rejects import read_rejects, summarize
 from .run import run_recipe
-from .stages import load_stage, mix_stage, render_stage, validate_stage
+from .stages import load_stage, render_stage, validate_stage
 from .yamlfile import load_model
 
 app = typer.Typer(

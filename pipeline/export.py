@@ -22,12 +22,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from .catalog import Catalog
+from .catalog import Catalog, recipe_context
 from .errors import PipelineError
 from .models import Manifest, Recipe
 from .progress import NullProgress, Progress
-from .runfolder import RECORD_SCHEMA, ParquetSink, RunFolder, atomic_text, read_batches
-from .stages import RowGroups, recipe_context
+from .runfolder import RECORD_SCHEMA, ParquetSink, RowGroups, RunFolder, atomic_text, read_batches
 
 LICENSE_IDS = {
     "CC BY 4.0": "cc-by-4.0",

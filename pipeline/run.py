@@ -15,10 +15,11 @@ from .errors import RunFolderError
 from .executor import ExecutorName, make_executor
 from .export import export_stage
 from .load import DataMode
+from .mix import mix_stage
 from .models import Manifest
 from .progress import NullProgress, Progress
 from .runfolder import RunFolder
-from .stages import load_stage, mix_stage, prepare, render_validate_stage, validate_stage
+from .stages import load_stage, prepare, render_validate_stage, validate_stage
 
 
 def run_recipe(

@@ -325,3 +325,27 @@ class PartSink:
         self.rows += table.num_rows
         self.parts += 1
         self._buffer, self._buffered = [], 0
+
+
+class RowGroups:
+    """Writes rows in row groups of exactly ``rows`` rows (the last may be short), so file
+    bytes do not depend on how the rows arrived in batches."""
+
+    def __init__(self, sink: ParquetSink, rows: int) -> None:
+        self.sink, self.rows = sink, rows
+        self._pending: list[pa.Table] = []
+        self._count = 0
+
+    def add(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._count += table.num_rows
+        while self._count >= self.rows:
+            merged = pa.concat_tables(self._pending)
+            self.sink.write_table(merged.slice(0, self.rows))
+            rest = merged.slice(self.rows)
+            self._pending, self._count = [rest], rest.num_rows
+
+    def close(self) -> None:
+        if self._count:
+            self.sink.write_table(pa.concat_tables(self._pending))
+        self._pending, self._count = [], 0

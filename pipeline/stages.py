@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import heapq
 import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,15 +19,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__
-from .catalog import Catalog, builtin_root, catalog_for_recipe, load_recipe
+from .catalog import Catalog, builtin_root, catalog_for_recipe, load_recipe, recipe_context
 from .errors import CatalogError
 from .executor import Executor, LocalExecutor
 from .load import BadRow, DataMode, Example, iter_rows, open_source
-from .mix import example_key, order_key, plan_mixture, record_key, split_of
+from .mix import example_key, plan_mixture
 from .models import Manifest, Recipe, Reject, SourceCounts
 from .progress import NullProgress, Progress
 from .render import Renderer, RenderError, to_record
@@ -84,18 +82,6 @@ def resolve_sources(recipe: Recipe, catalog: Catalog) -> list[str]:
 def templates_per_example(recipe: Recipe, n_templates: int) -> int:
     per = recipe.templates_per_example
     return n_templates if per == "all" else min(per, n_templates)
-
-
-def recipe_context(manifest: Manifest) -> tuple[Recipe, Catalog]:
-    """Rebuild the recipe and catalog a run folder was loaded with."""
-    recipe = Recipe.model_validate(manifest.recipe)
-    catalog = catalog_for_recipe(
-        None,
-        None,
-        [Path(p) for p in manifest.catalog_dirs.get("sources", [])],
-        [Path(p) for p in manifest.catalog_dirs.get("templates", [])],
-    )
-    return recipe, catalog
 
 
 # --------------------------------------------------------------------------- load
@@ -691,181 +677,3 @@ def render_validate_stage(
     """Stages 2 and 3 part by part in one pass (what ``run`` does): the same files as
     ``render_stage`` then ``validate_stage``, without reading the records back."""
     return _part_stage(_RENDER_VALIDATE, out, executor, progress, resume)
-
-
-# --------------------------------------------------------------------------- mix
-
-
-# Records per sorting bucket: the mix holds one bucket in memory, never the whole mixture.
-MIX_BUCKET_ROWS = 25_000
-MAX_BUCKETS = 4096  # open files; past this, buckets grow instead
-
-
-def mix_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
-    """Stage 4: each source's share (smallest seeded keys), shuffled across sources by a seeded
-    order key and split into train/validation by example.
-
-    Streams: the order is a global sort done as a bucket sort on the top bits of the order key,
-    so memory holds one part and one bucket at a time.
-    """
-    progress = progress or NullProgress()
-    folder = RunFolder(out)
-    with folder.lock():
-        started = time.perf_counter()
-        manifest = folder.read_manifest(needs="validate")
-        folder.clear("mixed")
-        folder.remove_temporaries()
-        recipe, _ = recipe_context(manifest)
-        seed = recipe.seed
-        bounds = {
-            name: _selection_bound(folder, name, seed, counts.records_target)
-            for name, counts in manifest.sources.items()
-        }
-        total = sum(min(c.records_target, c.records_accepted) for c in manifest.sources.values())
-        n_buckets = min(MAX_BUCKETS, max(1, -(-total // MIX_BUCKET_ROWS)))
-        bucket_dir = folder.root / "mixed" / ".buckets"
-        buckets = _Buckets(bucket_dir, n_buckets)
-        with progress.task(
-            "mix", sum(c.records_accepted for c in manifest.sources.values())
-        ) as advance:
-            for name, counts in manifest.sources.items():
-                selected = 0
-                for path in folder.parts("valid", name):
-                    table = pq.read_table(path, schema=RECORD_SCHEMA)
-                    ids = table.column("id").to_pylist()
-                    bound = bounds[name]
-                    keep = [bound is None or record_key(seed, i) <= bound for i in ids]
-                    table = table.filter(pa.array(keep, type=pa.bool_()))
-                    selected += table.num_rows
-                    _scatter(table, seed, recipe.validation_fraction, buckets)
-                    advance(len(ids))
-                counts.records_selected = selected
-                counts.records_dropped_by_mix = counts.records_accepted - selected
-        buckets.close()
-        manifest.splits = {}
-        sinks = {
-            split: ParquetSink(folder.mixed(split), RECORD_SCHEMA, recipe.export.row_group_rows)
-            for split in ("train", "validation")
-        }
-        groups = {split: RowGroups(sinks[split], recipe.export.row_group_rows) for split in sinks}
-        for path in buckets.paths:
-            table = pq.read_table(path).sort_by([("order", "ascending"), ("id", "ascending")])
-            for split in sinks:
-                part = table.filter(pc.equal(table["out_split"], split))
-                groups[split].add(part.select(RECORD_SCHEMA.names))
-                manifest.splits[split] = manifest.splits.get(split, 0) + part.num_rows
-            path.unlink()
-        for split in list(sinks):
-            groups[split].close()
-            sinks[split].close()
-            if split != "train" and manifest.splits.get(split, 0) == 0:
-                folder.mixed(split).unlink()
-                del manifest.splits[split]
-        shutil.rmtree(bucket_dir, ignore_errors=True)
-        manifest.stages_done = ["load", "render", "validate", "mix"]
-        manifest.timings_s["mix"] = round(time.perf_counter() - started, 3)
-        folder.write_manifest(manifest)
-        return manifest
-
-
-MIX_SCHEMA = RECORD_SCHEMA.append(pa.field("order", pa.uint64())).append(
-    pa.field("out_split", pa.string())
-)
-
-
-def _selection_bound(folder: RunFolder, name: str, seed: int, target: int) -> int | None:
-    """The largest record key a source keeps, or None when it keeps every accepted record."""
-    chunks = [
-        np.fromiter(
-            (
-                record_key(seed, i)
-                for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()
-            ),
-            dtype=np.uint64,
-        )
-        for p in folder.parts("valid", name)
-    ]
-    keys = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.uint64)
-    if len(keys) <= target:
-        return None
-    if target == 0:
-        return -1
-    return int(np.partition(keys, target - 1)[target - 1])
-
-
-class _Buckets:
-    """The mix's sort buckets: records are buffered per bucket up to a fixed total, so memory
-    stays bounded and each bucket file gets few, large row groups (a parquet writer keeps
-    every row group's metadata in memory until it closes)."""
-
-    BUFFER_ROWS = 50_000  # across all buckets
-
-    def __init__(self, directory: Path, n: int) -> None:
-        self.paths = [directory / f"b-{i:05d}.parquet" for i in range(n)]
-        self._sinks = [ParquetSink(p, MIX_SCHEMA) for p in self.paths]
-        self._limit = max(256, self.BUFFER_ROWS // n)
-        self._pending: list[list[pa.Table]] = [[] for _ in range(n)]
-        self._rows = [0] * n
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def add(self, bucket: int, table: pa.Table) -> None:
-        self._pending[bucket].append(table)
-        self._rows[bucket] += table.num_rows
-        if self._rows[bucket] >= self._limit:
-            self._flush(bucket)
-
-    def _flush(self, bucket: int) -> None:
-        if self._pending[bucket]:
-            self._sinks[bucket].write_table(pa.concat_tables(self._pending[bucket]))
-        self._pending[bucket], self._rows[bucket] = [], 0
-
-    def close(self) -> None:
-        for bucket, sink in enumerate(self._sinks):
-            self._flush(bucket)
-            sink.close()
-
-
-def _scatter(table: pa.Table, seed: int, fraction: float, buckets: _Buckets) -> None:
-    """Append records to the bucket their order key falls in, with their order and split."""
-    ids = table.column("id").to_pylist()
-    orders = [order_key(seed, i) for i in ids]
-    splits = [
-        split_of(seed, s, e, fraction)
-        for s, e in zip(
-            table.column("source").to_pylist(), table.column("example_id").to_pylist(), strict=True
-        )
-    ]
-    n = len(buckets)
-    which = [(o * n) >> 64 for o in orders]
-    full = table.append_column("order", pa.array(orders, type=pa.uint64())).append_column(
-        "out_split", pa.array(splits, type=pa.string())
-    )
-    for b in sorted(set(which)):
-        mask = pa.array([w == b for w in which], type=pa.bool_())
-        buckets.add(b, full.filter(mask))
-
-
-class RowGroups:
-    """Writes rows in row groups of exactly ``rows`` rows (the last may be short), so file
-    bytes do not depend on how the rows arrived in batches."""
-
-    def __init__(self, sink: ParquetSink, rows: int) -> None:
-        self.sink, self.rows = sink, rows
-        self._pending: list[pa.Table] = []
-        self._count = 0
-
-    def add(self, table: pa.Table) -> None:
-        self._pending.append(table)
-        self._count += table.num_rows
-        while self._count >= self.rows:
-            merged = pa.concat_tables(self._pending)
-            self.sink.write_table(merged.slice(0, self.rows))
-            rest = merged.slice(self.rows)
-            self._pending, self._count = [rest], rest.num_rows
-
-    def close(self) -> None:
-        if self._count:
-            self.sink.write_table(pa.concat_tables(self._pending))
-        self._pending, self._count = [], 0
