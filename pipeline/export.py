@@ -65,7 +65,11 @@ def export_stage(
                     folder.mixed(split), data_dir, split, rows, recipe, advance
                 )
         with atomic_text(target / "README.md") as fh:
-            fh.write(dataset_card(manifest, recipe, catalog, files, variants))
+            sizes = {
+                split: sum((target / name).stat().st_size for name in names)
+                for split, names in files.items()
+            }
+            fh.write(dataset_card(manifest, recipe, catalog, files, variants, sizes))
         with atomic_text(target / "dataset_info.json") as fh:
             fh.write(json.dumps(llamafactory_info(recipe.name, files), indent=2) + "\n")
         manifest.export = {"path": str(target.resolve()), "files": files}
@@ -170,6 +174,7 @@ def dataset_card(
     catalog: Catalog,
     files: dict[str, list[str]],
     variants: Counter[str],
+    sizes: dict[str, int],
 ) -> str:
     """README.md with the Hub's YAML header, the composition and every source's licence."""
     used = {n: c for n, c in manifest.sources.items() if c.records_selected}
@@ -189,6 +194,17 @@ def dataset_card(
         "size_categories": [_size_category(total)],
         "tags": ["instruction-tuning", "flan", "instructmix"],
         "pretty_name": recipe.export.pretty_name or f"instructmix {recipe.name}",
+        # Split sizes: the Hub shows them, and `datasets` keys its cache of a local folder on
+        # the card. Without them two exports with the same file names share one cache entry,
+        # and load_dataset returns the first one's rows for the second.
+        "dataset_info": {
+            "splits": [
+                {"name": split, "num_bytes": sizes[split], "num_examples": manifest.splits[split]}
+                for split in files
+            ],
+            "download_size": sum(sizes.values()),
+            "dataset_size": sum(sizes.values()),
+        },
     }
     lines = ["---", yaml.safe_dump(header, sort_keys=False, allow_unicode=True).rstrip(), "---", ""]
     lines += [

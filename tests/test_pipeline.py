@@ -335,3 +335,19 @@ def test_duplicate_ids_are_rejected_after_the_first(tmp_path: Path, user_catalog
         for r in rejects
     )
     assert manifest.check() == []
+
+
+def test_two_exports_with_the_same_layout_load_their_own_rows(
+    tmp_path: Path, user_catalog: Path
+) -> None:
+    # datasets caches a local folder by its card: the card's split sizes keep two exports with
+    # identical file names (here: another seed, same counts) from sharing one cache entry.
+    recipe = user_catalog / "recipes" / "mini.yaml"
+    run_recipe(recipe, tmp_path / "a")
+    recipe.write_text(recipe.read_text().replace("seed: 7", "seed: 9"))
+    run_recipe(recipe, tmp_path / "b")
+    first = datasets.load_dataset(str(tmp_path / "a" / "dataset"))["train"]["id"]
+    second = datasets.load_dataset(str(tmp_path / "b" / "dataset"))["train"]["id"]
+    assert sorted(first) == sorted(second) and list(first) != list(second)
+    card = (tmp_path / "a" / "dataset" / "README.md").read_text()
+    assert "dataset_info:\n  splits:\n  - name: train\n    num_bytes:" in card
