@@ -146,20 +146,9 @@ def load_recipe(path: Path) -> Recipe:
     return load_model(path, Recipe)
 
 
-def catalog_for_recipe(
-    recipe_path: Path | None,
-    recipe: Recipe | None,
-    source_dirs: Sequence[Path],
-    template_dirs: Sequence[Path],
-) -> Catalog:
-    """The catalog a recipe runs against: built-in, CLI folders, then folders the recipe names."""
-    extra_src = list(source_dirs)
-    extra_tpl = list(template_dirs)
-    if recipe is not None and recipe_path is not None:
-        base = recipe_path.parent
-        extra_src += [(base / d).resolve() for d in recipe.catalog.sources]
-        extra_tpl += [(base / d).resolve() for d in recipe.catalog.templates]
-    return load_catalog(_dedup(extra_src), _dedup(extra_tpl))
+def catalog_for_recipe(source_dirs: Sequence[Path], template_dirs: Sequence[Path]) -> Catalog:
+    """The built-in catalog plus the user's folders (each read once, in order)."""
+    return load_catalog(_dedup(source_dirs), _dedup(template_dirs))
 
 
 def _dedup(paths: Iterable[Path]) -> list[Path]:
@@ -173,8 +162,6 @@ def recipe_context(manifest: Manifest) -> tuple[Recipe, Catalog]:
     """Rebuild the recipe and catalog a run folder was loaded with."""
     recipe = Recipe.model_validate(manifest.recipe)
     catalog = catalog_for_recipe(
-        None,
-        None,
         [Path(p) for p in manifest.catalog_dirs.get("sources", [])],
         [Path(p) for p in manifest.catalog_dirs.get("templates", [])],
     )

@@ -92,6 +92,7 @@ import yaml
 
 from .errors import CatalogError
 from .models import TemplateFile, TemplateMetadata, TemplateSpec
+from .yamlfile import yaml_error
 
 TEMPLATES_FILENAME = "templates.yaml"
 SEPARATOR = "|||"
@@ -185,10 +186,7 @@ def read_promptsource(path: Path | str) -> list[PromptsourceTemplate]:
     try:
         data = yaml.load(file.read_text(encoding="utf-8"), Loader=PromptsourceLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PromptsourceError(f"{file}{at}: invalid YAML: {problem}") from None
+        raise PromptsourceError(yaml_error(file, exc)) from None
     except UnicodeDecodeError as exc:
         raise PromptsourceError(f"{file}: not UTF-8 text (byte {exc.start})") from None
     if not isinstance(data, dict) or not isinstance(data.get("templates"), dict):

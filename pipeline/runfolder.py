@@ -280,11 +280,12 @@ def reject_lines(folder: RunFolder, stage: str, source: str) -> list[dict[str, A
 
 
 def write_rejects(path: Path, rejects: list[Reject]) -> None:
+    """A part's rejects, through the same writer as load's; no file when there are none."""
     if not rejects:
         return
-    with atomic_text(path) as fh:
+    with RejectSink(path) as sink:
         for reject in rejects:
-            fh.write(reject.model_dump_json() + "\n")
+            sink.add(reject)
 
 
 def write_part(path: Path, table: pa.Table, row_group_rows: int = 10_000) -> None:

@@ -125,7 +125,7 @@ def prepare(
     recipe_path = Path(recipe_path) if recipe_path is not None else default_recipe_path()
     if not recipe_path.is_file():
         # A bare name means a recipe of the catalog (built-in or --sources' siblings).
-        catalog = catalog_for_recipe(None, None, source_dirs, template_dirs)
+        catalog = catalog_for_recipe(source_dirs, template_dirs)
         recipe_path = catalog.recipe_path(str(recipe_path))
     recipe = load_recipe(recipe_path)
     base = recipe_path.parent
@@ -135,7 +135,8 @@ def prepare(
     tpl_dirs = [Path(d).resolve() for d in template_dirs] + [
         (base / d).resolve() for d in recipe.catalog.templates
     ]
-    catalog = catalog_for_recipe(None, None, src_dirs, tpl_dirs)
+    # Folders the recipe names are relative to the recipe file.
+    catalog = catalog_for_recipe(src_dirs, tpl_dirs)
     names = resolve_sources(recipe, catalog)
     opened = {}
     with progress.task("opening sources", len(names)) as advance:

@@ -22,10 +22,7 @@ def load_model(path: Path, model: type[M]) -> M:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CatalogError(f"{path}{at}: invalid YAML: {problem}") from None
+        raise CatalogError(yaml_error(path, exc)) from None
     if data is None:
         raise CatalogError(f"{path}: file is empty")
     try:
@@ -44,6 +41,14 @@ def load_model(path: Path, model: type[M]) -> M:
 
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: ~10x faster
+
+
+def yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """``file:line: invalid YAML: problem`` for a parse error."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f":{mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{path}{at}: invalid YAML: {problem}"
 
 
 def _read_text(path: Path) -> str:
