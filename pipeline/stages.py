@@ -406,7 +406,7 @@ def _pool(folder: RunFolder, source: str) -> list[Example]:
 def render_part(task: PartTask) -> PartResult:
     """Render one part of examples into records and write it (a top-level function, so worker
     processes and Ray can run it). Its output names come from the task alone."""
-    n, rows, rejects = _render_records(task)
+    n, rows, rejects, _ = _render_records(task)
     table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
     _finish_part(RunFolder(Path(task.out)), "render", task, table, rejects)
     return PartResult(n)
@@ -416,7 +416,8 @@ def validate_part(task: PartTask) -> PartResult:
     """Check one part of rendered records; keep the good ones, reject the rest with a reason."""
     folder = RunFolder(Path(task.out))
     table = pq.read_table(folder.part("rendered", task.source, task.part), schema=RECORD_SCHEMA)
-    valid, rejects = _validate_records(task, table, table.to_pylist())
+    with_syntax = _examples_with_template_syntax(folder.part("examples", task.source, task.part))
+    valid, rejects = _validate_records(task, table, table.to_pylist(), with_syntax)
     _finish_part(folder, "validate", task, valid, rejects)
     return PartResult(table.num_rows)
 
@@ -425,24 +426,30 @@ def render_validate_part(task: PartTask) -> PartResult:
     """Both stages on one part without reading the rendered records back from disk; writes
     exactly the files ``render_part`` then ``validate_part`` would."""
     folder = RunFolder(Path(task.out))
-    n, rows, render_rejects = _render_records(task)
+    n, rows, render_rejects, with_syntax = _render_records(task)
     table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
     # The rows are still in memory: validate them as they are, not read back from Arrow.
-    valid, validate_rejects = _validate_records(task, table, rows)
+    valid, validate_rejects = _validate_records(task, table, rows, with_syntax)
     _finish_part(folder, "render", task, table, render_rejects)
     _finish_part(folder, "validate", task, valid, validate_rejects)
     return PartResult(n)
 
 
-def _render_records(task: PartTask) -> tuple[int, list[dict[str, Any]], list[Reject]]:
+def _render_records(
+    task: PartTask,
+) -> tuple[int, list[dict[str, Any]], list[Reject], set[str]]:
+    """Render a part; also returns the ids of its examples whose data holds template syntax
+    (validation needs them, and the examples are read here anyway)."""
     _, catalog = _context(task.out, task.fingerprint)
     source = catalog.source(task.source)
     renderer = _renderer(task.out, task.fingerprint, task.source)
     folder = RunFolder(Path(task.out))
     rows: list[dict[str, Any]] = []
     rejects: list[Reject] = []
+    with_syntax: set[str] = set()
     n = 0
     for batch in read_batches(folder.part("examples", task.source, task.part)):
+        with_syntax |= _syntax_ids(batch)
         for example in _examples_of(batch):
             n += 1
             for result in renderer.render(example):
@@ -461,16 +468,14 @@ def _render_records(task: PartTask) -> tuple[int, list[dict[str, Any]], list[Rej
                     )
                 else:
                     rows.append(to_record(source, example, result))
-    return n, rows, rejects
+    return n, rows, rejects, with_syntax
 
 
 def _validate_records(
-    task: PartTask, table: pa.Table, rows: list[dict[str, Any]]
+    task: PartTask, table: pa.Table, rows: list[dict[str, Any]], with_syntax: set[str]
 ) -> tuple[pa.Table, list[Reject]]:
     """Check ``rows`` (the records of ``table``, as dicts); return the table's good rows."""
     recipe, _ = _context(task.out, task.fingerprint)
-    folder = RunFolder(Path(task.out))
-    with_syntax = _examples_with_template_syntax(folder.part("examples", task.source, task.part))
     keep: list[bool] = []
     rejects: list[Reject] = []
     for row in rows:
@@ -501,14 +506,16 @@ def _finish_part(
 
 
 def _examples_with_template_syntax(path: Path) -> set[str]:
-    # JSON escaping leaves braces, % and # alone, so the serialised fields can be searched as is.
-    found: set[str] = set()
-    for batch in read_batches(path):
-        ids = batch.column("example_id").to_pylist()
-        for eid, fields in zip(ids, batch.column("fields").to_pylist(), strict=True):
-            if any(tok in fields for tok in TEMPLATE_SYNTAX):
-                found.add(eid)
-    return found
+    return set().union(*(_syntax_ids(batch) for batch in read_batches(path)))
+
+
+def _syntax_ids(batch: pa.RecordBatch) -> set[str]:
+    """Ids of examples whose data itself contains Jinja delimiters (then they are no leftovers).
+
+    JSON escaping leaves braces, % and # alone, so the serialised fields are searched as is."""
+    ids = batch.column("example_id").to_pylist()
+    fields = batch.column("fields").to_pylist()
+    return {e for e, f in zip(ids, fields, strict=True) if any(t in f for t in TEMPLATE_SYNTAX)}
 
 
 def _run_parts(
