@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +101,16 @@ def _guard(fn: Callable[[], T]) -> T:
     except PipelineError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"error: {os_error_line(exc)}", err=True)
+        raise typer.Exit(1) from None
+
+
+def os_error_line(exc: OSError) -> str:
+    """``path: cause`` for an error the operating system gave (disk full, read-only, gone)."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    where = ": ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    return f"{where}: {cause}" if where else cause
 
 
 def _data(value: str) -> DataChoice:
@@ -579,4 +590,23 @@ def _main(
 
 
 def main() -> None:
-    app()
+    """The console script: every failure ends in one line on stderr and a non-zero exit; the
+    traceback of an unexpected one is shown only with INSTRUCTMIX_TRACEBACK=1."""
+    try:
+        app()
+    except PipelineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        typer.echo(f"error: {os_error_line(exc)}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if os.environ.get("INSTRUCTMIX_TRACEBACK"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        typer.echo(
+            f"error: unexpected {type(exc).__name__}: {first} (a bug: please report it; "
+            "INSTRUCTMIX_TRACEBACK=1 shows the traceback)",
+            err=True,
+        )
+        sys.exit(1)

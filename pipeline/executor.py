@@ -9,12 +9,19 @@ writers also require).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
 import pickle
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Literal, Protocol, TypeVar
 
 from .errors import PipelineError
@@ -41,11 +48,54 @@ def default_workers() -> int:
     )
 
 
-class LocalExecutor:
-    """Tasks in this process (``workers=1``) or in a pool of spawned worker processes."""
+# How often a worker checks that its parent is alive where the OS cannot tell it (not Linux).
+PARENT_POLL_S = 0.5
+_PR_SET_PDEATHSIG = 1
 
-    def __init__(self, workers: int | None = None) -> None:
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker when ``parent`` dies, even by SIGKILL: a worker that outlived its run
+    would go on writing parts from the old templates into a folder a new run is using.
+
+    Linux delivers SIGKILL at the parent's death (PR_SET_PDEATHSIG); elsewhere a daemon thread
+    watches for re-parenting. The check after prctl closes the race of a parent that died
+    before the call."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="instructmix-parent-watch", daemon=True).start()
+
+
+def _limit_memory(megabytes: int | None) -> None:
+    if megabytes:
+        import resource
+
+        limit = megabytes * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _init_worker(parent: int, memory_mb: int | None) -> None:
+    _die_with_parent(parent)
+    _limit_memory(memory_mb)
+
+
+class LocalExecutor:
+    """Tasks in this process (``workers=1``) or in a pool of spawned worker processes.
+
+    Workers die with this process, and may get an address-space limit (``memory_mb``,
+    RLIMIT_AS) so a runaway render fails in its worker instead of exhausting the machine."""
+
+    def __init__(self, workers: int | None = None, memory_mb: int | None = None) -> None:
         self.workers = workers if workers and workers > 0 else default_workers()
+        self.memory_mb = memory_mb
         self._pool: ProcessPoolExecutor | None = None
 
     def imap(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
@@ -57,11 +107,24 @@ class LocalExecutor:
             # spawn, not fork: the parent may hold threads (Arrow, datasets) that fork would copy
             # in a locked state.
             ctx = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(os.getpid(), self.memory_mb),
+            )
         futures = {self._pool.submit(fn, task): i for i, task in enumerate(tasks)}
         try:
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    raise PipelineError(
+                        f"a worker process died while running {tasks[futures[future]]!r} "
+                        "(killed by the OS, out of memory, or past limits.max_worker_memory_mb);"
+                        " rerun to resume from the parts already written"
+                    ) from None
+                yield futures[future], result
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -123,10 +186,13 @@ class RayExecutor:
 
 
 def make_executor(
-    name: ExecutorName = "local", workers: int | None = None, address: str | None = None
+    name: ExecutorName = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    memory_mb: int | None = None,
 ) -> Executor:
     if name == "ray":
         return RayExecutor(address, workers)
     if address:
         raise PipelineError("--address only applies to --executor ray")
-    return LocalExecutor(workers)
+    return LocalExecutor(workers, memory_mb)

@@ -8,9 +8,9 @@ templates. Selection is by a seeded hash of stable ids, so it does not depend on
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .catalog import recipe_context
-from .errors import CatalogError
+from .errors import CatalogError, RunFolderError
 from .models import Manifest, Mixing
 from .progress import NullProgress, Progress
 from .runfolder import RECORD_SCHEMA, ParquetSink, RowGroups, RunFolder
@@ -142,6 +142,12 @@ def mix_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
         folder.clear("mixed")
         folder.remove_temporaries()
         recipe, _ = recipe_context(manifest)
+        for name in manifest.sources:
+            stale = folder.stale_parts("valid", name, manifest.run_fingerprint)
+            if stale:
+                raise RunFolderError(
+                    f"{stale[0]}: written by another run (or truncated); rerun with --fresh"
+                )
         seed = recipe.seed
         bounds = {
             name: _selection_bound(folder, name, seed, counts.records_target)
@@ -187,7 +193,8 @@ def mix_stage(out: Path, *, progress: Progress | None = None) -> Manifest:
             if split != "train" and manifest.splits.get(split, 0) == 0:
                 folder.mixed(split).unlink()
                 del manifest.splits[split]
-        shutil.rmtree(bucket_dir, ignore_errors=True)
+        with suppress(OSError):
+            bucket_dir.rmdir()  # its bucket files are gone; anything else keeps it
         manifest.stages_done = ["load", "render", "validate", "mix"]
         manifest.timings_s["mix"] = round(time.perf_counter() - started, 3)
         folder.write_manifest(manifest)

@@ -54,7 +54,8 @@ def run_recipe(
         if "load" not in done:
             load_stage(None, folder.root, prepared=prepared, progress=progress)
         if "validate" not in done:
-            pool = make_executor(executor, workers, address)
+            memory_mb = getattr(prepared.recipe.limits, "max_worker_memory_mb", None)
+            pool = make_executor(executor, workers, address, memory_mb)
             try:
                 if "render" not in done:
                     render_validate_stage(
@@ -79,4 +80,16 @@ def _stages_to_keep(folder: RunFolder, fingerprint: str) -> list[str]:
         manifest = folder.read_manifest()
     except RunFolderError:
         return []  # unreadable: start again
-    return list(manifest.stages_done) if manifest.run_fingerprint == fingerprint else []
+    if manifest.run_fingerprint != fingerprint:
+        return []
+    # A part from another run (a worker that outlived its killed parent, or a hand copy) or a
+    # truncated one means the folder is not what its manifest says: start again.
+    if any(folder.stale_parts("examples", name, fingerprint) for name in manifest.sources):
+        return []
+    if any(
+        folder.stale_parts(stage, name, fingerprint)
+        for stage in ("rendered", "valid")
+        for name in manifest.sources
+    ):
+        return ["load"]  # render and validate redo exactly the stale parts
+    return list(manifest.stages_done)

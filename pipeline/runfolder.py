@@ -16,10 +16,11 @@ complete.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
-import shutil
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -63,6 +64,39 @@ EXAMPLE_SCHEMA = pa.schema(
 
 STAGES = ("load", "render", "validate", "mix", "export")
 
+# Parquet key-value metadata that ties a part to the run that wrote it: a resume keeps a part
+# only when it carries the current run fingerprint (a stale worker's part never survives).
+RUN_KEY = b"instructmix.run"
+
+# The only names the tool ever deletes in a run folder, per top-level folder; each pattern
+# matches a path relative to that folder. Nothing else is touched, and nothing is scanned
+# recursively.
+_SLUG = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+_OWN_FILES: dict[str, tuple[str, ...]] = {
+    "examples": (rf"{_SLUG}/part-\d{{5}}\.parquet", rf"\.{_SLUG}\.all\.parquet"),
+    "rendered": (rf"{_SLUG}/part-\d{{5}}\.parquet",),
+    "valid": (rf"{_SLUG}/part-\d{{5}}\.parquet",),
+    "mixed": (rf"{_SLUG}\.parquet", r"\.buckets/b-\d{5}\.parquet"),
+    "rejects": (rf"{_SLUG}/{_SLUG}/part-\d{{5}}\.jsonl",),
+}
+# mkstemp's temporary name for a final name: `.NAME.` + 8 random characters + `.tmp`.
+_TEMP_SUFFIX = r"\.[a-z0-9_]{8}\.tmp"
+
+
+def _temporary_of(pattern: str) -> str:
+    """The pattern of atomic_path's temporaries for files whose names match ``pattern``."""
+    head, _, name = pattern.rpartition("/")
+    return f"{head}/" * bool(head) + rf"\.{name}{_TEMP_SUFFIX}"
+
+
+def _own_patterns(top: str) -> list[re.Pattern[str]]:
+    pats = _OWN_FILES[top]
+    return [re.compile(p) for p in (*pats, *(_temporary_of(p) for p in pats))]
+
+
+def _depth(pattern: re.Pattern[str]) -> int:
+    return pattern.pattern.count("/")
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -73,28 +107,48 @@ def _umask() -> int:
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        # mkstemp makes 0600 files; outputs are meant to be shared like any other file.
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, path)
+        try:
+            # mkstemp makes 0600 files; outputs are meant to be shared like any other file.
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise _write_error(path, exc) from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        with suppress(OSError):
+            tmp_path.unlink(missing_ok=True)
 
 
 @contextmanager
 def atomic_text(path: Path) -> Iterator[IO[str]]:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        yield fh
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+                yield fh
+        except OSError as exc:
+            raise _write_error(path, exc) from None
+
+
+def _write_error(path: Path, exc: OSError) -> RunFolderError:
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        cause = "no space left on the device; free some space and rerun (the run resumes)"
+    return RunFolderError(f"{path}: cannot write: {cause}")
 
 
 class ParquetSink:
-    """Writes record batches to one parquet file, atomically; an empty file still has a schema."""
+    """Writes record batches to one parquet file, atomically; an empty file still has a schema.
+
+    Disk errors (full, read-only, gone) surface as one RunFolderError naming the file; the
+    temporary file is removed, so no partial output is left under a final name."""
 
     def __init__(self, path: Path, schema: pa.Schema, row_group_rows: int = 10_000) -> None:
         self.path = path
@@ -102,8 +156,15 @@ class ParquetSink:
         self.row_group_rows = row_group_rows
         self.rows = 0
         self._ctx = atomic_path(path)
-        tmp = self._ctx.__enter__()
-        self._writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        try:
+            tmp = self._ctx.__enter__()
+        except OSError as exc:
+            raise _write_error(path, exc) from None
+        try:
+            self._writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        except OSError as exc:
+            self._ctx.__exit__(type(exc), exc, None)
+            raise _write_error(path, exc) from None
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -111,17 +172,26 @@ class ParquetSink:
 
     def write_table(self, table: pa.Table) -> None:
         if table.num_rows:
-            self._writer.write_table(table, row_group_size=self.row_group_rows)
+            try:
+                self._writer.write_table(table, row_group_size=self.row_group_rows)
+            except OSError as exc:
+                self.abort()
+                raise _write_error(self.path, exc) from None
             self.rows += table.num_rows
 
     def close(self) -> None:
-        self._writer.close()
-        self._ctx.__exit__(None, None, None)
+        try:
+            self._writer.close()
+            self._ctx.__exit__(None, None, None)
+        except OSError as exc:
+            self.abort()
+            raise _write_error(self.path, exc) from None
 
     def abort(self) -> None:
-        self._writer.close()
+        with suppress(OSError):
+            self._writer.close()
         # Exiting with an exception removes the temporary file and leaves no partial output.
-        with suppress(RuntimeError):
+        with suppress(RuntimeError, OSError):
             self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
     def __enter__(self) -> ParquetSink:
@@ -159,6 +229,20 @@ class RejectSink:
 
 # Run folders this process holds the lock of (the lock is per process, not per call).
 _HELD: set[Path] = set()
+_MANIFEST_TEMP = re.compile(r"\.manifest\.json" + _TEMP_SUFFIX)
+
+
+def is_run_folder(root: Path) -> bool:
+    """Whether ``root`` holds a manifest an instructmix run wrote (valid or not as a Manifest:
+    a hand-edited one is still ours to clean, and read_manifest reports what is wrong)."""
+    path = Path(root) / "manifest.json"
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"instructmix_version", "recipe_fingerprint"} <= set(data)
 
 
 class RunFolder:
@@ -178,6 +262,10 @@ class RunFolder:
 
     def parts(self, stage: str, source: str) -> list[Path]:
         return sorted(self.stage_dir(stage, source).glob("part-*.parquet"))
+
+    def stale_parts(self, stage: str, source: str, run: str) -> list[Path]:
+        """Parts of a stage not written by the run ``run`` (another run's, or unreadable)."""
+        return [p for p in self.parts(stage, source) if part_run(p) != run]
 
     def mixed(self, split: str) -> Path:
         return self.root / "mixed" / f"{split}.parquet"
@@ -199,9 +287,13 @@ class RunFolder:
         if key in _HELD:
             yield
             return
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.claim()
         path = self.root / ".lock"
-        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
+        except OSError as exc:
+            raise _write_error(path, exc) from None
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -224,19 +316,77 @@ class RunFolder:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
             fh.close()
 
+    def claim(self) -> None:
+        """Refuse to write into a folder that is not ours: a run folder is new, empty, or holds
+        an instructmix manifest. A user's folder given as ``--out`` by mistake is left as it is.
+        """
+        root = self.root
+        if root.is_symlink() and not root.exists():
+            raise RunFolderError(f"{root}: a broken symlink; pick another --out")
+        if not root.exists():
+            return
+        if not root.is_dir():
+            raise RunFolderError(f"{root}: is a file, not a folder; pick another --out")
+        try:
+            entries = sorted(os.listdir(root))
+        except OSError as exc:
+            raise RunFolderError(f"{root}: cannot read the folder: {exc.strerror}") from None
+        foreign = [e for e in entries if e != ".lock" and not _MANIFEST_TEMP.fullmatch(e)]
+        if not foreign or is_run_folder(root):
+            return
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        shown = ", ".join(foreign[:3]) + more
+        raise RunFolderError(
+            f"{root}: not an instructmix run folder (it holds {shown} and no instructmix "
+            "manifest.json); refusing to write into it: pick a new or empty --out"
+        )
+
+    def _own_files(self, top: str) -> list[Path]:
+        """Files under ``top`` that the tool wrote, by their exact names, at known depths."""
+        base = self.root / top.split("/")[0]
+        patterns = _own_patterns(top.split("/")[0])
+        prefix = top.partition("/")[2]
+        found = []
+        for depth in sorted({_depth(p) for p in patterns}):
+            for path in base.glob("/".join(["*"] * (depth + 1))):
+                rel = path.relative_to(base).as_posix()
+                if prefix and not rel.startswith(prefix + "/"):
+                    continue
+                if path.is_file() and not path.is_symlink() and any(
+                    p.fullmatch(rel) for p in patterns if _depth(p) == depth
+                ):
+                    found.append(path)
+        return found
+
+    def _delete(self, files: list[Path], top: str) -> None:
+        dirs: set[Path] = set()
+        for path in files:
+            path.unlink(missing_ok=True)
+            dirs.update(p for p in path.parents if self.root / top in (p, *p.parents))
+        # Folders go only when empty: anything a user put there stays, with its folder.
+        for d in sorted(dirs, key=lambda p: -len(p.parts)):
+            with suppress(OSError):
+                d.rmdir()
+
     def remove_temporaries(self) -> None:
-        """Delete half-written files a killed run left (they never have a final name)."""
-        for tmp in self.root.rglob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-        for partial in self.root.glob("examples/.*.all.parquet"):
-            partial.unlink(missing_ok=True)
+        """Delete half-written files a killed run left (they never have a final name). Only
+        the names the tool's own writers use are matched; nothing else in the tree is scanned."""
+        for top in _OWN_FILES:
+            temps = [p for p in self._own_files(top) if p.name.endswith(".tmp")]
+            self._delete(temps, top)
+        for path in self.root.glob(".*.tmp"):
+            if _MANIFEST_TEMP.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+        for partial in self._own_files("examples"):
+            if partial.name.endswith(".all.parquet"):
+                partial.unlink(missing_ok=True)
 
     def clear(self, *names: str) -> None:
-        """Remove a stage's earlier outputs: they are derived, and stale parts would be read."""
+        """Remove a stage's earlier outputs: they are derived, and stale parts would be read.
+        ``names`` are top-level folders (``rendered``) or one level below (``rejects/render``);
+        only files matching the tool's own names are deleted."""
         for name in names:
-            target = self.root / name
-            if target.exists():
-                shutil.rmtree(target)
+            self._delete(self._own_files(name), name)
 
     @property
     def dataset(self) -> Path:
@@ -266,8 +416,42 @@ class RunFolder:
 def read_batches(path: Path, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
     if not path.is_file():
         raise RunFolderError(f"{path}: missing; rerun the stage that writes it")
-    pf = pq.ParquetFile(path)
-    yield from pf.iter_batches(batch_size=batch_rows)
+    try:
+        pf = pq.ParquetFile(path)
+        yield from pf.iter_batches(batch_size=batch_rows)
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def num_rows(path: Path) -> int:
+    """Rows of a parquet file the run wrote, from its footer."""
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def part_run(path: Path) -> str | None:
+    """The run fingerprint a part was written by; None when it is missing, unreadable (a
+    truncated file) or was written without one."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError):
+        return None
+    run = meta.get(RUN_KEY)
+    return run.decode() if run is not None else None
+
+
+def with_run(schema: pa.Schema, run: str) -> pa.Schema:
+    return schema.with_metadata({**(schema.metadata or {}), RUN_KEY: run.encode()})
+
+
+def _unreadable(path: Path, exc: BaseException) -> RunFolderError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return RunFolderError(
+        f"{path}: unreadable ({first}); it was changed or truncated outside instructmix: "
+        "rerun with --fresh"
+    )
 
 
 def reject_lines(folder: RunFolder, stage: str, source: str) -> list[dict[str, Any]]:
@@ -280,16 +464,19 @@ def reject_lines(folder: RunFolder, stage: str, source: str) -> list[dict[str, A
 
 
 def write_rejects(path: Path, rejects: list[Reject]) -> None:
-    """A part's rejects, through the same writer as load's; no file when there are none."""
+    """A part's rejects, through the same writer as load's; no file when there are none (and
+    none left from an earlier attempt at the part)."""
     if not rejects:
+        path.unlink(missing_ok=True)
         return
     with RejectSink(path) as sink:
         for reject in rejects:
             sink.add(reject)
 
 
-def write_part(path: Path, table: pa.Table, row_group_rows: int = 10_000) -> None:
-    with ParquetSink(path, table.schema, row_group_rows) as sink:
+def write_part(path: Path, table: pa.Table, run: str, row_group_rows: int = 10_000) -> None:
+    """One part, stamped with the fingerprint of the run that wrote it."""
+    with ParquetSink(path, with_run(table.schema, run), row_group_rows) as sink:
         sink.write_table(table)
 
 
@@ -297,9 +484,15 @@ class PartSink:
     """Cuts a stream of rows into parts of ``part_rows`` rows, each written atomically."""
 
     def __init__(
-        self, folder: RunFolder, stage: str, source: str, schema: pa.Schema, part_rows: int
+        self,
+        folder: RunFolder,
+        stage: str,
+        source: str,
+        schema: pa.Schema,
+        part_rows: int,
+        run: str,
     ) -> None:
-        self.folder, self.stage, self.source = folder, stage, source
+        self.folder, self.stage, self.source, self.run = folder, stage, source, run
         self.schema = schema
         self.part_rows = part_rows
         self.rows = 0
@@ -322,7 +515,7 @@ class PartSink:
 
     def _flush(self) -> None:
         table = pa.concat_tables(self._buffer) if self._buffer else self.schema.empty_table()
-        write_part(self.folder.part(self.stage, self.source, self.parts), table)
+        write_part(self.folder.part(self.stage, self.source, self.parts), table, self.run)
         self.rows += table.num_rows
         self.parts += 1
         self._buffer, self._buffered = [], 0

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .catalog import Catalog, builtin_root, catalog_for_recipe, load_recipe, recipe_context
-from .errors import CatalogError
+from .errors import CatalogError, RunFolderError
 from .executor import Executor, LocalExecutor
 from .load import BadRow, DataMode, Example, iter_rows, open_source
 from .mix import example_key, plan_mixture
@@ -37,6 +37,8 @@ from .runfolder import (
     PartSink,
     RejectSink,
     RunFolder,
+    num_rows,
+    part_run,
     read_batches,
     reject_lines,
     write_part,
@@ -208,6 +210,7 @@ def load_stage(
                     p.data,
                     plans[name].examples_needed,
                     advance,
+                    p.run_fingerprint,
                 )
                 counts.records_target = plans[name].records_target
                 counts.cluster = p.catalog.source(name).spec.cluster
@@ -241,6 +244,7 @@ def _load_source(
     data: DataMode,
     needed: int,
     advance: Callable[[int], None],
+    run: str,
 ) -> SourceCounts:
     """Normalise every row, reject bad ones and later duplicates of an id, and keep the
     ``needed`` examples with the smallest seeded keys.
@@ -280,7 +284,7 @@ def _load_source(
         # The `needed` smallest keys of distinct examples survive the cap.
         bound = int(unique[needed - 1]) if 0 < needed < len(unique) else None
         first_seen: dict[int, tuple[str, str]] = {}
-        parts = PartSink(folder, "examples", name, EXAMPLE_SCHEMA, EXAMPLES_PER_PART)
+        parts = PartSink(folder, "examples", name, EXAMPLE_SCHEMA, EXAMPLES_PER_PART, run)
         capped = 0
         for batch in read_batches(all_path):
             table = pa.Table.from_batches([batch], schema=EXAMPLE_SCHEMA)
@@ -363,6 +367,7 @@ class PartTask:
     fingerprint: str  # the recipe's: cached per-process state is keyed by it
     source: str
     part: int
+    run: str  # the run fingerprint, stamped into every part this task writes
 
 
 @dataclass(frozen=True)
@@ -502,7 +507,7 @@ def _finish_part(
 ) -> None:
     # Rejects first: the part's parquet file appearing is what marks the part done.
     write_rejects(folder.rejects(stage, task.source, task.part), rejects)
-    write_part(folder.part(OUTPUT_DIR[stage], task.source, task.part), table)
+    write_part(folder.part(OUTPUT_DIR[stage], task.source, task.part), table, task.run)
 
 
 def _examples_with_template_syntax(path: Path) -> set[str]:
@@ -525,17 +530,24 @@ def _run_parts(
     executor: Executor,
     progress: Progress,
 ) -> None:
-    """Run the stage on every part of every source that has no output yet. Workers write their
-    own files; a part's parquet file is written last, so its presence means done."""
+    """Run the stage on every part of every source that has no output of this run yet.
+    Workers write their own files; a part's parquet file is written last, so its presence
+    (stamped with the current run fingerprint) means done. A part left by another run, such
+    as a worker that outlived a killed parent, or a truncated one, is redone."""
+    run = manifest.run_fingerprint
+    for name in manifest.sources:
+        stale = folder.stale_parts(stage.reads, name, run)
+        if stale:
+            raise RunFolderError(
+                f"{stale[0]}: written by another run (or truncated); rerun with --fresh"
+            )
     tasks = [
-        PartTask(str(folder.root), manifest.recipe_fingerprint, name, i)
+        PartTask(str(folder.root), manifest.recipe_fingerprint, name, i, run)
         for name in manifest.sources
         for i in range(len(folder.parts(stage.reads, name)))
-        if not folder.part(stage.writes, name, i).exists()
+        if part_run(folder.part(stage.writes, name, i)) != run
     ]
-    total = sum(
-        pq.read_metadata(folder.part(stage.reads, t.source, t.part)).num_rows for t in tasks
-    )
+    total = sum(num_rows(folder.part(stage.reads, t.source, t.part)) for t in tasks)
     with progress.task(stage.name, total) as advance:
         for _, result in executor.imap(stage.fn, tasks):
             advance(result.rows_in)
@@ -641,12 +653,12 @@ def _part_stage(
 
 def _recount(folder: RunFolder, name: str, counts: SourceCounts, validated: bool) -> None:
     rules = {s: _rules_on_disk(folder, s, name) for s in ("load", "render", "validate")}
-    rendered = sum(pq.read_metadata(p).num_rows for p in folder.parts("rendered", name))
+    rendered = sum(num_rows(p) for p in folder.parts("rendered", name))
     render_rejects = sum(rules["render"].values())
     counts.records_rendered = rendered + render_rejects
     counts.records_rejected = render_rejects + sum(rules["validate"].values())
     counts.records_accepted = (
-        sum(pq.read_metadata(p).num_rows for p in folder.parts("valid", name)) if validated else 0
+        sum(num_rows(p) for p in folder.parts("valid", name)) if validated else 0
     )
     counts.records_selected = counts.records_dropped_by_mix = 0
     counts.rejected_by_rule = _merge(_merge(rules["load"], rules["render"]), rules["validate"])
