@@ -16,7 +16,12 @@ def read_rejects(out: Path, source: str | None = None, rule: str | None = None) 
     """All rejects of a run folder (load, render, validate), optionally for one source/rule."""
     folder = RunFolder(out)
     folder.read_manifest()  # a clear error when this is not a run folder
-    files = sorted((folder.root / "rejects").glob("*/*/part-*.jsonl"))
+    files = [
+        path
+        for stage_dir in sorted((folder.root / "rejects").glob("*/"))
+        for source_dir in sorted(stage_dir.glob("*/"))
+        for path in folder.reject_files(stage_dir.name, source_dir.name)
+    ]
     schema = {name: pl.String for name in COLUMNS}
     frames = [pl.read_ndjson(f, schema=schema) for f in files if f.stat().st_size]
     table = pl.concat(frames) if frames else pl.DataFrame(schema=schema)

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import RunFolderError
-from .models import Manifest, Reject
+from .models import Manifest, Recipe, Reject
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -229,6 +229,8 @@ class RejectSink:
 
 # Run folders this process holds the lock of (the lock is per process, not per call).
 _HELD: set[Path] = set()
+_PART = re.compile(r"part-\d{5}\.parquet")
+_REJECT_PART = re.compile(r"part-\d{5}\.jsonl")
 _MANIFEST_TEMP = re.compile(r"\.manifest\.json" + _TEMP_SUFFIX)
 
 
@@ -261,7 +263,9 @@ class RunFolder:
         return self.stage_dir(stage, source) / f"part-{index:05d}.parquet"
 
     def parts(self, stage: str, source: str) -> list[Path]:
-        return sorted(self.stage_dir(stage, source).glob("part-*.parquet"))
+        # Exactly the names the tool writes: a user's `part-1.parquet` is not read as a part.
+        paths = self.stage_dir(stage, source).glob("part-*.parquet")
+        return sorted(p for p in paths if _PART.fullmatch(p.name))
 
     def stale_parts(self, stage: str, source: str, run: str) -> list[Path]:
         """Parts of a stage not written by the run ``run`` (another run's, or unreadable)."""
@@ -274,7 +278,8 @@ class RunFolder:
         return self.root / "rejects" / stage / source / f"part-{index:05d}.jsonl"
 
     def reject_files(self, stage: str, source: str) -> list[Path]:
-        return sorted((self.root / "rejects" / stage / source).glob("part-*.jsonl"))
+        paths = (self.root / "rejects" / stage / source).glob("part-*.jsonl")
+        return sorted(p for p in paths if _REJECT_PART.fullmatch(p.name))
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -334,6 +339,11 @@ class RunFolder:
         foreign = [e for e in entries if e != ".lock" and not _MANIFEST_TEMP.fullmatch(e)]
         if not foreign or is_run_folder(root):
             return
+        if "manifest.json" in foreign:
+            raise RunFolderError(
+                f"{self.manifest_path}: not an instructmix manifest (unreadable, or edited by "
+                "hand); refusing to write into this folder: use a new --out, or restore it"
+            )
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         shown = ", ".join(foreign[:3]) + more
         raise RunFolderError(
@@ -399,8 +409,14 @@ class RunFolder:
             )
         try:
             manifest = Manifest.model_validate_json(self.manifest_path.read_text("utf-8"))
-        except ValueError as exc:
-            raise RunFolderError(f"{self.manifest_path}: unreadable manifest: {exc}") from None
+            # The recipe travels inside the manifest; every later stage rebuilds it from there.
+            Recipe.model_validate(manifest.recipe)
+        except (OSError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[:3]
+            raise RunFolderError(
+                f"{self.manifest_path}: unreadable manifest (edited by hand?): "
+                f"{' '.join(line.strip() for line in first)}; rerun with --fresh"
+            ) from None
         if needs is not None and needs not in manifest.stages_done:
             raise RunFolderError(
                 f"{self.root}: stage {needs!r} has not run here yet; "

@@ -15,6 +15,18 @@ def _square(x: int) -> int:
     return x * x
 
 
+def _address_space_limit(_: int) -> int:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_AS)[0]
+
+
+def _crash(_: int) -> int:
+    import os
+
+    os._exit(9)  # a worker the OS kills (out of memory) looks like this to the pool
+
+
 def _all_files(root: Path) -> dict[str, bytes]:
     keep = ("examples", "rendered", "valid", "mixed", "rejects", "dataset")
     return {
@@ -28,6 +40,24 @@ def test_local_executor_returns_every_result_with_its_index() -> None:
     pool = LocalExecutor(2)
     try:
         assert sorted(pool.imap(_square, list(range(10)))) == [(i, i * i) for i in range(10)]
+    finally:
+        pool.close()
+
+
+def test_workers_get_the_memory_limit_the_recipe_asks_for() -> None:
+    pool = LocalExecutor(2, memory_mb=4096)
+    try:
+        limits = {limit for _, limit in pool.imap(_address_space_limit, [0, 1, 2])}
+    finally:
+        pool.close()
+    assert limits == {4096 * 1024 * 1024}
+
+
+def test_a_dead_worker_is_one_clear_error() -> None:
+    pool = LocalExecutor(2)
+    try:
+        with pytest.raises(PipelineError, match=r"a worker process died .* rerun to resume"):
+            list(pool.imap(_crash, [0, 1]))
     finally:
         pool.close()
 
