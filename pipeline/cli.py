@@ -21,7 +21,7 @@ from . import __version__
 from .catalog import load_catalog
 from .errors import PipelineError
 from .executor import ExecutorName, make_executor
-from .export import export_stage, push_to_hub
+from .export import export_stage, push_to_hub, redact_secrets
 from .lint import lint_catalog
 from .mix import mix_stage
 from .models import Manifest, TemplateFile
@@ -99,11 +99,16 @@ def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except PipelineError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _error(str(exc))
         raise typer.Exit(1) from None
     except OSError as exc:
-        typer.echo(f"error: {os_error_line(exc)}", err=True)
+        _error(os_error_line(exc))
         raise typer.Exit(1) from None
+
+
+def _error(line: str) -> None:
+    # Hub and datasets errors can echo a token; no error line leaves with one.
+    typer.echo(f"error: {redact_secrets(line)}", err=True)
 
 
 def os_error_line(exc: OSError) -> str:
@@ -327,21 +332,35 @@ def export(
     private: Annotated[
         bool, typer.Option("--private", help="Create the Hub repo private.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Export into a --to folder that is not an earlier export: what is there is "
+            "renamed to FOLDER.bak-N first, never deleted.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stage 5: write the Hub-style folder (shards, card, dataset_info.json); --to hub pushes it."""
+    """Stage 5: write the Hub-style folder (shards, card, dataset_info.json); --to hub pushes it.
+
+    The export is built beside the target and renamed into place: a failed export leaves the
+    previous one as it was, and a folder that is not an earlier export is refused (--force)."""
     progress = _progress(quiet, as_json)
     if to == "hub":
         if not repo_id:
             typer.echo("error: --to hub needs --repo-id USER/NAME", err=True)
             raise typer.Exit(2)
-        manifest = _guard(lambda: export_stage(out, progress=progress))
+        manifest = _guard(lambda: export_stage(out, force=force, progress=progress))
         url = _guard(lambda: push_to_hub(Path(manifest.export["path"]), repo_id, private=private))
         if not quiet and not as_json:
             typer.echo(f"pushed to {url}", err=True)
     else:
-        manifest = _guard(lambda: export_stage(out, to=Path(to) if to else None, progress=progress))
+        target = Path(to) if to else None
+        manifest = _guard(lambda: export_stage(out, to=target, force=force, progress=progress))
+    if manifest.export.get("moved_aside") and not quiet and not as_json:
+        typer.echo(f"moved what was at the target to {manifest.export['moved_aside']}", err=True)
     _report(manifest, quiet, as_json, "export")
 
 
@@ -595,18 +614,17 @@ def main() -> None:
     try:
         app()
     except PipelineError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        _error(str(exc))
         sys.exit(1)
     except OSError as exc:
-        typer.echo(f"error: {os_error_line(exc)}", err=True)
+        _error(os_error_line(exc))
         sys.exit(1)
     except Exception as exc:
         if os.environ.get("INSTRUCTMIX_TRACEBACK"):
             raise
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        typer.echo(
-            f"error: unexpected {type(exc).__name__}: {first} (a bug: please report it; "
-            "INSTRUCTMIX_TRACEBACK=1 shows the traceback)",
-            err=True,
+        _error(
+            f"unexpected {type(exc).__name__}: {first} (a bug: please report it; "
+            "INSTRUCTMIX_TRACEBACK=1 shows the traceback)"
         )
         sys.exit(1)

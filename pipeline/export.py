@@ -3,19 +3,37 @@
     dataset/data/train-00000-of-00002.parquet   `messages` + provenance columns
     dataset/README.md                           dataset card with the Hub's YAML header
     dataset/dataset_info.json                   LLaMA-Factory entries (sharegpt, role/content)
+    dataset/.instructmix-export.json            marker: this is an export, and the files it wrote
 
 ``datasets.load_dataset(folder)`` reads the folder the way the Hub would.
+
+An export is a transaction. The new folder is built beside the target, in
+``.<name>.export-XXXXXXXX``, and renamed into place; an earlier export is first renamed aside to
+``.<name>.old-XXXXXXXX`` and removed once the new one is in. A failure at any point leaves the
+target as it was, and an export killed between the renames is finished by the next one. Only a
+folder whose marker lists everything in it is replaced; anything else is refused, or with
+``force`` renamed to ``<target>.bak-N`` and never deleted. ``.<name>.export.lock`` beside the
+target keeps two exports (from any run folders) off one target.
 """
 
 from __future__ import annotations
 
+import configparser
+import fcntl
 import json
 import math
+import os
+import re
 import shutil
+import sys
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,7 +44,15 @@ from .catalog import Catalog, recipe_context
 from .errors import PipelineError
 from .models import Manifest, Recipe
 from .progress import NullProgress, Progress
-from .runfolder import RECORD_SCHEMA, ParquetSink, RowGroups, RunFolder, atomic_text, read_batches
+from .runfolder import (
+    RECORD_SCHEMA,
+    ParquetSink,
+    RowGroups,
+    RunFolder,
+    _umask,
+    atomic_text,
+    read_batches,
+)
 
 LICENSE_IDS = {
     "CC BY 4.0": "cc-by-4.0",
@@ -36,48 +62,429 @@ LICENSE_IDS = {
     "Apache-2.0": "apache-2.0",
 }
 
+MARKER = ".instructmix-export.json"
+_MARKER_FORMAT = 1
+# Every name an export writes inside its folder, temporaries included: a leftover folder of a
+# killed export holds nothing else.
+_LAYOUT = re.compile(
+    r"README\.md|dataset_info\.json|data/[^/]+-\d{5}-of-\d{5}\.parquet|(data/)?\.[^/]+\.tmp"
+)
+_FINAL_LAYOUT = re.compile(r"README\.md|dataset_info\.json|data/[^/]+-\d{5}-of-\d{5}\.parquet")
+# What a build folder can hold before its marker exists: the marker's own temporary.
+_MARKER_TMP = re.compile(re.escape(MARKER) + r"\.[^/]+\.tmp")
+# Entries of a run folder the stages read: an export there would pull them out from under it.
+_RUN_ENTRIES = frozenset(
+    {"manifest.json", ".lock", "examples", "rendered", "valid", "mixed", "rejects"}
+)
+_SHOWN = 3  # foreign entries a refusal names
+
 
 def export_stage(
-    out: Path, *, to: Path | None = None, progress: Progress | None = None
+    out: Path,
+    *,
+    to: Path | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
 ) -> Manifest:
-    """Write the Hub-style folder (default ``<out>/dataset``) from the run's mixture."""
+    """Write the Hub-style folder (default ``<out>/dataset``) from the run's mixture.
+
+    The target must be new, empty or an earlier export; a folder holding anything else is
+    refused, or with ``force=True`` renamed to ``<target>.bak-N`` (recorded in
+    ``manifest.export["moved_aside"]``). A failed export leaves the target as it was.
+    """
     progress = progress or NullProgress()
-    folder = RunFolder(out)
-    with folder.lock():
-        started = time.perf_counter()
-        manifest = folder.read_manifest(needs="mix")
-        folder.remove_temporaries()
-        recipe, catalog = recipe_context(manifest)
-        target = Path(to) if to is not None else folder.dataset
-        data_dir = target / "data"
-        if data_dir.exists():
-            # Old shards with another shard count would be read back as part of the dataset.
-            shutil.rmtree(data_dir)
-        files: dict[str, list[str]] = {}
-        variants = Counter[str]()
-        for split in manifest.splits:
-            column = pq.read_table(folder.mixed(split), columns=["variant"]).column("variant")
-            for item in pc.value_counts(column).to_pylist():
-                variants[item["values"]] += item["counts"]
-        with progress.task("export", sum(manifest.splits.values())) as advance:
-            for split, rows in manifest.splits.items():
-                files[split] = _write_shards(
-                    folder.mixed(split), data_dir, split, rows, recipe, advance
+    folder = RunFolder(Path(out))
+    try:
+        with folder.lock():
+            return _export(folder, to, force, progress)
+    except OSError as exc:
+        # Reading the run folder or writing its manifest: the export itself is settled by now.
+        raise PipelineError(f"{_filename(exc) or folder.root}: {_cause(exc)}") from None
+
+
+def _export(folder: RunFolder, to: Path | None, force: bool, progress: Progress) -> Manifest:
+    started = time.perf_counter()
+    manifest = folder.read_manifest(needs="mix")
+    folder.remove_temporaries()
+    recipe, catalog = recipe_context(manifest)
+    target = _target_path(folder, to)
+    legacy = _legacy_files(manifest, target)
+    build: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _export_lock(target):
+            _recover(target)
+            _refuse_foreign(target, _holding(target, legacy), force)
+            build = Path(tempfile.mkdtemp(prefix=f".{target.name}.export-", dir=target.parent))
+            try:
+                # mkdtemp makes 0700 folders; the export is meant to be shared like any file.
+                os.chmod(build, 0o777 & ~_umask())
+                files = _build(build, folder, manifest, recipe, catalog, progress)
+                # Checked again: the target may have changed while the shards were written.
+                holding = _holding(target, legacy)
+                _refuse_foreign(target, holding, force)
+                moved = _swap_in(build, target, holding)
+            except BaseException:
+                shutil.rmtree(build, ignore_errors=True)
+                raise
+    except OSError as exc:
+        raise _environment_error(exc, target, build) from None
+    except PipelineError as exc:
+        if build is None or str(build) not in str(exc):
+            raise
+        # The writers name the file they failed on; the build folder is gone, show the target.
+        raise PipelineError(
+            f"{str(exc).replace(str(build), str(target))}; nothing exported, {target} is as it was"
+        ) from None
+    manifest.export = {"path": str(target.resolve()), "files": files}
+    if moved is not None:
+        manifest.export["moved_aside"] = str(moved)
+    if "export" not in manifest.stages_done:
+        manifest.stages_done = [*manifest.stages_done, "export"]
+    manifest.timings_s["export"] = round(time.perf_counter() - started, 3)
+    folder.write_manifest(manifest)
+    return manifest
+
+
+def _build(
+    build: Path,
+    folder: RunFolder,
+    manifest: Manifest,
+    recipe: Recipe,
+    catalog: Catalog,
+    progress: Progress,
+) -> dict[str, list[str]]:
+    """Write shards, card and dataset_info.json into ``build``, the marker first and last."""
+    # Written first, so a build folder a killed export leaves is recognisably ours.
+    _write_marker(build, manifest, None)
+    files: dict[str, list[str]] = {}
+    variants = Counter[str]()
+    for split in manifest.splits:
+        column = pq.read_table(folder.mixed(split), columns=["variant"]).column("variant")
+        for item in pc.value_counts(column).to_pylist():
+            variants[item["values"]] += item["counts"]
+    with progress.task("export", sum(manifest.splits.values())) as advance:
+        for split, rows in manifest.splits.items():
+            files[split] = _write_shards(
+                folder.mixed(split), build / "data", split, rows, recipe, advance
+            )
+    with atomic_text(build / "README.md") as fh:
+        sizes = {
+            split: sum((build / name).stat().st_size for name in names)
+            for split, names in files.items()
+        }
+        fh.write(dataset_card(manifest, recipe, catalog, files, variants, sizes))
+    with atomic_text(build / "dataset_info.json") as fh:
+        fh.write(json.dumps(llamafactory_info(recipe.name, files), indent=2) + "\n")
+    written = ["README.md", "dataset_info.json", *(n for names in files.values() for n in names)]
+    _write_marker(build, manifest, {name: (build / name).stat().st_size for name in written})
+    return files
+
+
+def _write_marker(build: Path, manifest: Manifest, files: dict[str, int] | None) -> None:
+    # Deterministic like every other file of the export: no time, no absolute path.
+    marker = {
+        "instructmix_export": _MARKER_FORMAT,
+        "complete": files is not None,
+        "instructmix_version": manifest.instructmix_version,
+        "recipe": manifest.recipe.get("name"),
+        "recipe_fingerprint": manifest.recipe_fingerprint,
+        "run_fingerprint": manifest.run_fingerprint,
+        "files": dict(sorted((files or {}).items())),
+    }
+    with atomic_text(build / MARKER) as fh:
+        fh.write(json.dumps(marker, indent=2) + "\n")
+
+
+def _target_path(folder: RunFolder, to: Path | None) -> Path:
+    """The absolute target, refused when it is not a folder export may replace."""
+    # abspath, not resolve: a symlink at the target itself must be seen, not followed.
+    target = Path(os.path.abspath(to if to is not None else folder.dataset))
+    if not target.name:
+        raise PipelineError(f"{target}: cannot export to a filesystem root; name a folder")
+    for ancestor in target.parents:
+        if os.path.lexists(ancestor):
+            if not ancestor.is_dir():
+                raise PipelineError(
+                    f"{ancestor}: is a file, not a folder; cannot export to {target}"
                 )
-        with atomic_text(target / "README.md") as fh:
-            sizes = {
-                split: sum((target / name).stat().st_size for name in names)
-                for split, names in files.items()
-            }
-            fh.write(dataset_card(manifest, recipe, catalog, files, variants, sizes))
-        with atomic_text(target / "dataset_info.json") as fh:
-            fh.write(json.dumps(llamafactory_info(recipe.name, files), indent=2) + "\n")
-        manifest.export = {"path": str(target.resolve()), "files": files}
-        if "export" not in manifest.stages_done:
-            manifest.stages_done = [*manifest.stages_done, "export"]
-        manifest.timings_s["export"] = round(time.perf_counter() - started, 3)
-        folder.write_manifest(manifest)
-        return manifest
+            break
+    real = target.parent.resolve() / target.name
+    root = folder.root.resolve()
+    if real == root or root.is_relative_to(real):
+        raise PipelineError(
+            f"{target}: holds the run folder {folder.root}; export to a folder of its own"
+        )
+    if real.is_relative_to(root) and real.relative_to(root).parts[0] in _RUN_ENTRIES:
+        raise PipelineError(
+            f"{target}: is part of the run folder {folder.root}; export to a folder of its own"
+        )
+    return target
+
+
+def _legacy_files(manifest: Manifest, target: Path) -> dict[str, int | None]:
+    """Files an export from before the marker wrote at ``target``, as this run recorded them."""
+    if manifest.export.get("path") != str(target.parent.resolve() / target.name):
+        return {}
+    names = [n for names in manifest.export.get("files", {}).values() for n in names]
+    return dict.fromkeys(["README.md", "dataset_info.json", *names])
+
+
+@dataclass(frozen=True)
+class _Holding:
+    """What an existing target holds, against what an earlier export wrote there."""
+
+    kind: Literal["missing", "empty", "ours", "foreign"]
+    foreign: list[str] = field(default_factory=list)
+
+
+def _holding(target: Path, legacy: Mapping[str, int | None]) -> _Holding:
+    if target.is_symlink():
+        raise PipelineError(
+            f"{target}: is a symbolic link; export writes a folder of its own, "
+            "give a path that is not a link"
+        )
+    if not target.exists():
+        return _Holding("missing")
+    if not target.is_dir():
+        raise PipelineError(f"{target}: is a file, not a folder; export to another path")
+    marker = _read_marker(target)
+    written = marker["files"] if marker is not None and marker["complete"] is True else legacy
+    foreign = _scan(target, written, None, limit=_SHOWN + 1)[1]
+    if foreign:
+        return _Holding("foreign", foreign)
+    with os.scandir(target) as entries:
+        empty = next(entries, None) is None
+    return _Holding("empty" if empty else "ours")
+
+
+def _refuse_foreign(target: Path, holding: _Holding, force: bool) -> None:
+    if holding.kind == "foreign" and not force:
+        shown = ", ".join(holding.foreign[:_SHOWN])
+        more = ", ..." if len(holding.foreign) > _SHOWN else ""
+        raise PipelineError(
+            f"{target}: holds files no instructmix export wrote ({shown}{more}); refusing to "
+            f"replace it: export to a new or empty folder, or pass --force to move it aside "
+            f"to {target}.bak-N"
+        )
+
+
+def _read_marker(folder: Path) -> dict[str, Any] | None:
+    path = folder / MARKER
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (
+        not isinstance(marker, dict)
+        or marker.get("instructmix_export") != _MARKER_FORMAT
+        or not isinstance(marker.get("files"), dict)
+    ):
+        return None
+    return marker
+
+
+def _scan(
+    folder: Path,
+    written: Mapping[str, Any],
+    extra: re.Pattern[str] | None,
+    limit: int | None = None,
+) -> tuple[list[Path], list[str]]:
+    """Files under ``folder`` an export wrote (listed in ``written``, with its size when
+    recorded, or named as ``extra`` allows), and the first entries it did not write.
+
+    Only the folder and its ``data/`` are read: an export has nothing deeper, and a user's
+    tree is never walked.
+    """
+    ours: list[Path] = []
+    foreign: list[str] = []
+    for prefix in ("", "data/"):
+        where = folder / prefix
+        if prefix and (where.is_symlink() or not where.is_dir()):
+            continue
+        with os.scandir(where) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            rel = prefix + entry.name
+            if rel == "data" and entry.is_dir(follow_symlinks=False):
+                continue  # read as the second prefix
+            if not entry.is_file(follow_symlinks=False):
+                foreign.append(rel + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+            elif rel == MARKER:
+                pass
+            elif rel in written:
+                size = written[rel]
+                if isinstance(size, int) and entry.stat(follow_symlinks=False).st_size != size:
+                    foreign.append(f"{rel} (changed since it was exported)")
+                else:
+                    ours.append(Path(entry.path))
+            elif extra is not None and extra.fullmatch(rel):
+                ours.append(Path(entry.path))
+            else:
+                foreign.append(rel)
+            if limit is not None and len(foreign) >= limit:
+                return ours, foreign
+    return ours, foreign
+
+
+def _leftover_is_ours(folder: Path) -> bool:
+    """A build or aside folder of an export: its marker's files and the export's own names,
+    or, before the marker was written, nothing but the marker's temporary."""
+    marker = _read_marker(folder)
+    if marker is None:
+        return not _scan(folder, {}, _MARKER_TMP, limit=1)[1]
+    return not _scan(folder, marker["files"], _LAYOUT, limit=1)[1]
+
+
+def _remove_export_dir(folder: Path) -> None:
+    """Delete a folder of ours file by file (never a recursive delete), the marker last, so a
+    removal cut short still leaves a folder recognisably ours. Best effort: what stays is
+    cleaned by the next export."""
+    marker = _read_marker(folder)
+    ours, foreign = _scan(folder, marker["files"] if marker else {}, _LAYOUT)
+    if foreign:
+        return
+    with suppress(OSError):
+        for path in ours:
+            path.unlink()
+        if (folder / "data").is_dir():
+            (folder / "data").rmdir()
+        (folder / MARKER).unlink(missing_ok=True)
+        folder.rmdir()
+
+
+def _rename(src: Path, dst: Path) -> None:
+    # The swap's renames, in one place: the crash tests stop the process between them.
+    os.rename(src, dst)
+
+
+def _swap_in(build: Path, target: Path, holding: _Holding) -> Path | None:
+    """Rename the finished build into place. Returns where a foreign target was moved."""
+    aside: Path | None = None
+    backup: Path | None = None
+    if holding.kind == "ours":
+        # An empty folder reserves a unique name; rename replaces an empty folder atomically.
+        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        try:
+            _rename(target, aside)
+        except BaseException:
+            with suppress(OSError):
+                aside.rmdir()
+            raise
+    elif holding.kind == "foreign":
+        backup = _free_backup(target)
+        _rename(target, backup)
+    try:
+        _rename(build, target)
+    except BaseException:
+        moved = aside or backup
+        if moved is not None:
+            _rename(moved, target)
+        raise
+    if aside is not None:
+        _remove_export_dir(aside)
+    return backup
+
+
+def _free_backup(target: Path) -> Path:
+    n = 1
+    while os.path.lexists(f"{target}.bak-{n}"):
+        n += 1
+    return Path(f"{target}.bak-{n}")
+
+
+def _recover(target: Path) -> None:
+    """Finish what a killed export left beside the target (we hold its lock, so no export is
+    running): put back an earlier export renamed aside when the target is missing, then remove
+    build and aside folders that are ours. Anything else matching the names is left alone."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(export|old)-[a-z0-9_]{{8}}")
+    with os.scandir(target.parent) as it:
+        leftovers = sorted(
+            (Path(e.path), m.group(1))
+            for e in it
+            if (m := pattern.fullmatch(e.name)) and e.is_dir(follow_symlinks=False)
+        )
+    if not os.path.lexists(target):
+        asides = [path for path, kind in leftovers if kind == "old" and _complete(path)]
+        if asides:
+            latest = max(asides, key=lambda p: p.stat().st_ctime_ns)
+            _rename(latest, target)
+            leftovers = [(p, k) for p, k in leftovers if p != latest]
+    for path, _ in leftovers:
+        if _leftover_is_ours(path):
+            _remove_export_dir(path)
+
+
+def _complete(folder: Path) -> bool:
+    marker = _read_marker(folder)
+    if marker is None or marker["complete"] is not True:
+        return False
+    return not _scan(folder, marker["files"], None, limit=1)[1]
+
+
+@contextmanager
+def _export_lock(target: Path) -> Iterator[None]:
+    """Hold the target for one export. The lock file is removed on release; it is removed
+    while still locked, and a waiter that locked a removed file tries again, so two
+    exports never both hold a lock on one target."""
+    path = target.parent / f".{target.name}.export.lock"
+    while True:
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise PipelineError(
+                f"{target}: in use by another instructmix export (pid {holder}); "
+                "wait for it to finish or export to another folder"
+            ) from None
+        try:
+            same = os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        with suppress(OSError):
+            path.unlink()
+        fh.close()
+
+
+def _filename(exc: OSError) -> str | None:
+    name = exc.filename
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    return name if isinstance(name, str) and name else None
+
+
+def _cause(exc: OSError) -> str:
+    # pyarrow's messages wrap the errno in prose; the OS's own words are clearer.
+    if exc.errno:
+        return os.strerror(exc.errno)
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _environment_error(exc: OSError, target: Path, build: Path | None) -> PipelineError:
+    """``path: cause``, with the build folder's paths shown as the target's."""
+    name = _filename(exc)
+    where = Path(name) if name else target
+    if build is not None and where.is_relative_to(build):
+        where = target / where.relative_to(build)
+    elif where.parent == target.parent and where.name.startswith(f".{target.name}."):
+        where = target.parent  # the lock file or the build folder itself: the parent is at fault
+    return PipelineError(f"{where}: {_cause(exc)}; nothing exported, {target} is as it was")
 
 
 def _write_shards(
@@ -281,9 +688,24 @@ def push_to_hub(
     api: Any = None,
 ) -> str:
     """Upload an export folder as a dataset repo; the token comes from the environment or the
-    login cache when not given, and is never printed. Returns the repo URL."""
+    login cache when not given, and is never printed. Returns the repo URL.
+
+    Only an export is uploaded: a folder holding files no export wrote is refused, so nothing
+    of the user's is published by mistake."""
+    folder = Path(folder)
     if not (folder / "README.md").is_file():
         raise PipelineError(f"{folder}: not an export folder (no README.md); run export first")
+    marker = _read_marker(folder)
+    if marker is not None and marker["complete"] is True:
+        foreign = _scan(folder, marker["files"], None, limit=_SHOWN + 1)[1]
+    else:
+        foreign = _scan(folder, {}, _FINAL_LAYOUT, limit=_SHOWN + 1)[1]  # an older export
+    if foreign:
+        shown = ", ".join(foreign[:_SHOWN]) + (", ..." if len(foreign) > _SHOWN else "")
+        raise PipelineError(
+            f"{folder}: holds files no instructmix export wrote ({shown}); "
+            "push uploads only an export folder"
+        )
     if api is None:
         from huggingface_hub import HfApi
 
@@ -295,17 +717,112 @@ def push_to_hub(
             repo_id=repo_id,
             repo_type="dataset",
             commit_message="Upload instructmix export",
+            ignore_patterns=[MARKER],  # local bookkeeping, not part of the dataset
         )
     except Exception as exc:
         # Hub errors can echo request headers; keep only the first line of the message.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"push to hub {repo_id!r} failed: {_redact(first, token)}") from None
+        raise PipelineError(
+            f"push to hub {repo_id!r} failed: {redact_secrets(first, token)}"
+        ) from None
     return str(url)
 
 
-def _redact(text: str, token: str | None) -> str:
-    import re
+# Environment variables huggingface_hub takes a secret from (utils/_auth.py, _oidc.py).
+TOKEN_VARIABLES = (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_OIDC_ID_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+)
+# User (hf_) and organisation (api_org_) tokens: the backstop for a token not known by value.
+# It also hides identifiers such as hf_hub_download; a message a little less clear is the price.
+_TOKEN_PATTERN = re.compile(r"(?<![A-Za-z0-9])(hf|api_org)_[A-Za-z0-9_-]{8,}")
+# Shorter values are no real token, and replacing them would garble the message (a "1" in 401).
+_MIN_SECRET = 8
+_MAX_SECRET_FILE = 1 << 16
 
-    if token:
-        text = text.replace(token, "***")
-    return re.sub(r"hf_[A-Za-z0-9]{8,}", "hf_***", text)
+
+def redact_secrets(text: str, token: str | None = None) -> str:
+    """``text`` with every Hub secret this process could have sent replaced by ``***``: the
+    token given, the token variables of the environment, the login cache (token file and
+    stored tokens, read from disk, never refreshed over the network), huggingface_hub's
+    in-process token caches; then anything shaped like a Hub token by the pattern."""
+    for secret in sorted(_known_secrets(token), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _TOKEN_PATTERN.sub(lambda m: f"{m.group(1)}_***", text)
+
+
+def _known_secrets(token: str | None) -> set[str]:
+    values: list[object] = [token, *(os.environ.get(name) for name in TOKEN_VARIABLES)]
+    values += _login_cache_secrets()
+    values += _in_process_secrets()
+    secrets = set()
+    for value in values:
+        if isinstance(value, str):
+            # huggingface_hub sends the value without newlines and surrounding spaces.
+            for form in (value, value.replace("\r", "").replace("\n", "").strip()):
+                if len(form) >= _MIN_SECRET:
+                    secrets.add(form)
+    return secrets
+
+
+def _token_paths() -> set[str]:
+    """The login token file as huggingface_hub finds it now (HF_TOKEN_PATH, HF_HOME,
+    XDG_CACHE_HOME) and as it found it when imported (its constants)."""
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    home = os.path.expandvars(
+        os.path.expanduser(os.environ.get("HF_HOME", os.path.join(cache, "huggingface")))
+    )
+    paths = {
+        os.path.expandvars(
+            os.path.expanduser(os.environ.get("HF_TOKEN_PATH", os.path.join(home, "token")))
+        )
+    }
+    constants = sys.modules.get("huggingface_hub.constants")
+    imported = getattr(constants, "HF_TOKEN_PATH", None)
+    if isinstance(imported, str):
+        paths.add(imported)
+    return paths
+
+
+def _login_cache_secrets() -> list[str]:
+    found = []
+    for token_path in _token_paths():
+        text = _read_small(Path(token_path))
+        if text is not None:
+            found.append(text)
+        stored = _read_small(Path(token_path).parent / "stored_tokens")
+        if stored is not None:
+            config = configparser.ConfigParser(interpolation=None)
+            with suppress(configparser.Error):
+                config.read_string(stored)
+                for section in config.sections():
+                    for key in ("hf_token", "refresh_token"):
+                        if config.has_option(section, key):
+                            found.append(config.get(section, key))
+    return found
+
+
+def _read_small(path: Path) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read(_MAX_SECRET_FILE)
+    except OSError:
+        return None
+
+
+def _in_process_secrets() -> list[object]:
+    """Tokens huggingface_hub obtained in this process and keeps only in memory (an OIDC
+    exchange, a refreshed OAuth token, a Colab secret). Private names: read defensively."""
+    auth = sys.modules.get("huggingface_hub.utils._auth")
+    if auth is None:
+        return []
+    found: list[object] = [getattr(auth, "_GOOGLE_COLAB_SECRET", None)]
+    for cache in (
+        getattr(auth, "_OIDC_TOKEN_CACHE", None),
+        getattr(auth, "_OAUTH_REFRESH_CACHE", None),
+    ):
+        if isinstance(cache, dict):
+            found += [cache.get(key) for key in ("token", "file_token", "resolved_token")]
+    return found
