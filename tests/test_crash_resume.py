@@ -45,7 +45,8 @@ KILL_WHEN: list[tuple[str, Callable[[Path], bool]]] = [
     ("render", _has("rendered/*/part-*.parquet")),
     ("validate", _has("valid/*/part-*.parquet")),
     ("mix", _has("mixed/*")),
-    ("export", _has("dataset/data/*")),
+    # Export builds beside its target and renames it in: kill it while it writes shards there.
+    ("export", _has(".dataset.export-*/data/*")),
 ]
 
 
