@@ -6,9 +6,13 @@ catalogs (say, a test's and the built-in one) never interfere.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from .errors import CatalogError
 from .models import Manifest, Recipe, SourceSpec, TemplateFile, TemplateSpec
@@ -34,18 +38,66 @@ class Source:
         return self.spec.name
 
     def sample_path(self) -> Path:
-        """The sample file: next to the spec, or in the ``data/`` folder beside ``sources/``."""
-        if self.spec.sample is None:
+        """The sample file: next to the spec, or in the ``data/`` folder beside ``sources/``.
+
+        It must be a regular file, and (after every symbolic link is resolved) inside the folder
+        it was found in, unless the spec sets ``sample.allow_outside_catalog``: a catalog from
+        elsewhere could otherwise link ``data/users.tsv`` to ``/etc/passwd`` and have it
+        rendered into the export. The folder the user named (the spec's folder, and the catalog
+        folder above it) is trusted as named; only what lies below it is resolved.
+        """
+        sample = self.spec.sample
+        if sample is None:
             raise CatalogError(f"{self.path}: source {self.name!r} has no bundled sample")
-        rel = self.spec.sample.file
-        for base in (self.path.parent, self.path.parent.parent / "data"):
+        rel = sample.file
+        spec_dir = self.path.parent
+        for base, root in (
+            (spec_dir, spec_dir.resolve()),
+            (spec_dir.parent / "data", spec_dir.parent.resolve() / "data"),
+        ):
             candidate = base / rel
-            if candidate.is_file():
-                return candidate
+            if not os.path.lexists(candidate):
+                continue
+            where = f"{self.path}: sample.file: {candidate}"
+            try:
+                real = candidate.resolve()
+            except (OSError, RuntimeError) as exc:  # a loop of links (RuntimeError before 3.13)
+                raise CatalogError(f"{where} cannot be resolved: {exc}") from None
+            if not sample.allow_outside_catalog and not real.is_relative_to(root):
+                raise CatalogError(
+                    f"{where} resolves to {real}, outside the catalog folder {root} "
+                    "(set sample.allow_outside_catalog: true to read it anyway)"
+                )
+            kind = file_kind(real)
+            if kind != "file":
+                raise CatalogError(f"{where} is {kind}, not a regular file")
+            return candidate
         raise CatalogError(
             f"{self.path}: sample.file {rel!r} not found in {self.path.parent} "
             f"or {self.path.parent.parent / 'data'}"
         )
+
+
+def file_kind(path: Path) -> str:
+    """'file' for a regular file, else what it is (in words, for an error message)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a symbolic link to a missing file"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return "file"
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 @dataclass(frozen=True)
@@ -160,7 +212,17 @@ def _dedup(paths: Iterable[Path]) -> list[Path]:
 
 def recipe_context(manifest: Manifest) -> tuple[Recipe, Catalog]:
     """Rebuild the recipe and catalog a run folder was loaded with."""
-    recipe = Recipe.model_validate(manifest.recipe)
+    try:
+        recipe = Recipe.model_validate(manifest.recipe)
+    except ValidationError as exc:
+        # A folder from an older version (whose recipe held a number now out of range, or an
+        # `.inf` stored as null) or a hand-edited manifest: one line, not a traceback.
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        raise CatalogError(
+            f"{manifest.recipe_path or 'manifest.json'}: the run folder's recipe is not valid "
+            f"({field}: {error['msg']}); run it again from load (instructmix run --fresh)"
+        ) from None
     catalog = catalog_for_recipe(
         [Path(p) for p in manifest.catalog_dirs.get("sources", [])],
         [Path(p) for p in manifest.catalog_dirs.get("templates", [])],

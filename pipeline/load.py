@@ -1,15 +1,27 @@
-"""Source adapters: read one task through ``datasets.load_dataset`` and normalise its rows.
+"""Source adapters: read one task and normalise its rows to the features its spec declares.
 
-The bundled sample and the full Hub dataset go through the same call; the source spec maps the
-sample's raw columns onto the Hub's features, so a row looks the same to templates either way.
-A row that cannot be normalised (missing value, unknown label, wrong type, duplicate id) becomes
-a reject with its reason and locator; it is never dropped silently.
+The Hub dataset (and a parquet sample) is read through ``datasets.load_dataset``; a CSV/TSV or
+JSON sample is read here, every value as written, because datasets' readers guess types from the
+data and a guess rewrites it (``02134`` became ``2134.0``, ``NA`` a null, a 20-digit id a float).
+The source spec maps the sample's raw columns onto the Hub's features and ``convert_value``
+converts each value by its declared type only, so a row looks the same to templates either way.
+A row that cannot be normalised (missing value, unknown label, wrong type, text that is not
+Unicode, a malformed row, duplicate id) becomes a reject with its reason and locator; it is never
+dropped silently.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
+import decimal
+import io
 import json
 import logging
+import math
+import os
+import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +29,7 @@ from typing import Any, Literal
 
 from .catalog import Source
 from .errors import SourceError
-from .models import ClassLabel, FeatureType, FieldMap, SequenceOfClassLabel
+from .models import ClassLabel, CsvOptions, FeatureType, FieldMap, SequenceOfClassLabel
 from .seeding import stable_id
 
 DataMode = Literal["sample", "hub"]
@@ -84,16 +96,16 @@ def _open_sample(source: Source, datasets: Any) -> SplitData:
     assert sample is not None
     path = source.sample_path()
     fmt = sample.format or _format_of(path.name)
-    kwargs: dict[str, Any] = {}
-    if fmt == "csv" and sample.csv is not None:
-        kwargs = {"delimiter": sample.csv.delimiter, "quoting": sample.csv.quoting}
-        if sample.csv.column_names:
-            kwargs["column_names"] = sample.csv.column_names
-    if fmt == "json" and sample.json_field:
-        kwargs["field"] = sample.json_field
+    if fmt != "parquet":
+        # CSV and JSON are read here, not by datasets: its readers guess types from the data
+        # (pandas made `02134` a float, `NA` a null; pyarrow made big ids floats), and a guess
+        # rewrites what the spec declares. Values come out as written; _normalise converts them.
+        table = TextTable.open(source, path, fmt)
+        _check_columns(source, table.columns, str(path), hub_mode=False)
+        return SplitData(sample.split, table, table.where)
     try:
         ds = datasets.load_dataset(
-            fmt, data_files={sample.split: str(path)}, split=sample.split, **kwargs
+            fmt, data_files={sample.split: str(path.resolve())}, split=sample.split
         )
     except Exception as exc:
         raise SourceError(_diagnose(path, fmt, source.name, exc)) from None
@@ -101,6 +113,323 @@ def _open_sample(source: Source, datasets: Any) -> SplitData:
         raise SourceError(f"{path}: source {source.name!r} has no rows")
     _check_columns(source, ds.column_names, str(path), hub_mode=False)
     return SplitData(sample.split, ds, str(path))
+
+
+# --------------------------------------------------------------------------- CSV and JSON
+
+
+class _LongNumber(str):
+    """A JSON integer too long to be a Python int (a 5,000-digit literal), kept as its text:
+    an id or a string feature takes the text; a number or label rejects it."""
+
+
+class _JsonFloat(float):
+    """A JSON number with a fraction or exponent (or NaN/Infinity), remembering its text, so
+    a ``string`` feature or an id gets ``1.50`` as written, not ``1.5``."""
+
+    __slots__ = ("literal",)
+    literal: str
+
+    def __new__(cls, literal: str) -> _JsonFloat:
+        self = super().__new__(cls, literal)
+        self.literal = literal
+        return self
+
+
+# Python's int() of more digits than this is slow, and past 4,300 it raises.
+MAX_INT_DIGITS = 400
+
+
+def _json_int(text: str) -> int | str:
+    return int(text) if len(text) <= MAX_INT_DIGITS else _LongNumber(text)
+
+
+class _DuplicateKeys(dict[str, Any]):
+    """A JSON object that names a key twice (JSON parsers keep the last silently): the row,
+    or the ``any`` value holding it, is rejected."""
+
+    def __init__(self, pairs: list[tuple[str, Any]], key: str) -> None:
+        super().__init__(pairs)
+        self.duplicate = key
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                return _DuplicateKeys(pairs, key)
+            seen.add(key)
+    return out
+
+
+# One decoder for every line: json.loads with hooks would build a new one per call.
+_DECODER = json.JSONDecoder(
+    parse_int=_json_int,
+    parse_float=_JsonFloat,
+    parse_constant=_JsonFloat,
+    object_pairs_hook=_json_object,
+)
+
+
+def _json_loads(text: str) -> Any:
+    return _DECODER.decode(text)
+
+
+class _BadRecord:
+    """A row that is not a row: wrong number of CSV fields, a JSON line that is no object."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _kind_of_json(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return "a boolean" if isinstance(value, bool) else "a number"
+
+
+class TextTable:
+    """A CSV/TSV or JSON (array, lines, or a list under one key) sample, read as written.
+
+    CSV cells are text (or None where the spec's ``csv.null_values`` says so); JSON values are
+    Python's, with every number exact (ints of any size, floats with their literal text). The
+    file is parsed once when opened (to count rows, find columns and report a malformed file
+    with its line), and again, streaming, when iterated.
+    """
+
+    def __init__(self, source: Source, path: Path, fmt: str) -> None:
+        assert source.spec.sample is not None
+        self.source = source
+        self.sample = source.spec.sample
+        self.path = path
+        self.real = path.resolve()
+        self.fmt = fmt
+        self.where = _shown(path)
+        self.columns: list[str] = []
+        self.rows = 0
+        self._header: list[str] | None = None  # a CSV's, once read
+        self._fingerprint = ""  # what stages uses for a split that is not a local file
+
+    @classmethod
+    def open(cls, source: Source, path: Path, fmt: str) -> TextTable:
+        table = cls(source, path, fmt)
+        try:
+            st = table.real.stat()
+        except OSError as exc:
+            raise SourceError(f"{table.where}: cannot read: {exc.strerror or exc}") from None
+        table._fingerprint = f"{table.real}:{st.st_size}:{st.st_mtime_ns}"
+        if st.st_size == 0:
+            raise SourceError(f"{table.where}: file is empty (source {source.name!r})")
+        columns: dict[str, None] = {}
+        for record in table.records():
+            table.rows += 1
+            if isinstance(record, dict):
+                columns.update(dict.fromkeys(record))
+        if table.fmt == "csv":
+            columns = dict.fromkeys(table._header or [])
+        table.columns = list(columns)
+        if table.rows == 0:
+            raise SourceError(f"{table.where}: source {source.name!r} has no rows")
+        return table
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def batches(self) -> Iterator[list[dict[str, Any] | _BadRecord]]:
+        batch: list[dict[str, Any] | _BadRecord] = []
+        for record in self.records():
+            batch.append(record)
+            if len(batch) == BATCH_ROWS:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def records(self) -> Iterator[dict[str, Any] | _BadRecord]:
+        try:
+            if self.fmt == "csv":
+                yield from self._csv_records()
+            elif self.sample.json_field is not None:
+                yield from self._json_list(self._json_document(), self.sample.json_field)
+            elif self._starts_with(b"["):
+                yield from self._json_list(self._json_document(), None)
+            else:
+                yield from self._json_lines()
+        except UnicodeDecodeError:
+            raise SourceError(self._utf8_error()) from None
+        except OSError as exc:
+            raise SourceError(
+                f"{self.where}: cannot read: {exc.strerror or exc} (source {self.source.name!r})"
+            ) from None
+
+    # -- CSV
+
+    def _csv_records(self) -> Iterator[dict[str, Any] | _BadRecord]:
+        opts = self.sample.csv or CsvOptions()
+        nulls = frozenset(opts.null_values)
+        # The csv module's default field limit (128 KiB) would fail a file that pandas read;
+        # the render's limits reject an oversized record later, with its reason.
+        csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+        with _open_regular(self.real) as raw:
+            fh = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+            reader = csv.reader(
+                fh,
+                delimiter=opts.delimiter,
+                quotechar='"',
+                doublequote=True,
+                # A quote left open would swallow the rest of the file into one cell; pandas
+                # refused such a file, and so do we, naming the line.
+                strict=True,
+                # QUOTE_NONNUMERIC would turn cells into floats: every cell is read as text.
+                quoting=csv.QUOTE_NONE if opts.quoting == csv.QUOTE_NONE else csv.QUOTE_MINIMAL,
+            )
+            header = list(opts.column_names) if opts.column_names else None
+            self._header = header
+            try:
+                for cells in reader:
+                    if not cells:  # a blank line, as pandas skips it
+                        continue
+                    if header is None:
+                        header = self._header = self._csv_header(cells, reader.line_num)
+                        continue
+                    if len(cells) != len(header):
+                        yield _BadRecord(
+                            f"row has {len(cells)} fields, the header has {len(header)}"
+                        )
+                        continue
+                    yield {
+                        name: None if cell in nulls else cell
+                        for name, cell in zip(header, cells, strict=True)
+                    }
+            except csv.Error as exc:
+                raise SourceError(
+                    f"{self.where}:{reader.line_num}: cannot read as CSV: {exc} "
+                    f"(source {self.source.name!r})"
+                ) from None
+
+    def _csv_header(self, cells: list[str], line: int) -> list[str]:
+        seen: set[str] = set()
+        for name in cells:
+            if name in seen:
+                raise SourceError(
+                    f"{self.where}:{line}: column {name!r} appears twice in the header "
+                    f"(source {self.source.name!r})"
+                )
+            seen.add(name)
+        return cells
+
+    # -- JSON
+
+    def _starts_with(self, prefix: bytes) -> bool:
+        with _open_regular(self.real) as fh:
+            head = fh.read(4096)
+            while head.isspace() and len(head) == 4096:
+                head = fh.read(4096)
+        return head.removeprefix(codecs.BOM_UTF8).lstrip().startswith(prefix)
+
+    def _json_document(self) -> Any:
+        with _open_regular(self.real) as fh:
+            text = fh.read().decode("utf-8-sig")
+        try:
+            return _json_loads(text)
+        except json.JSONDecodeError as err:
+            raise SourceError(
+                f"{self.where}:{err.lineno}: invalid JSON: {err.msg} (column {err.colno}) "
+                f"(source {self.source.name!r})"
+            ) from None
+        except (RecursionError, ValueError) as exc:
+            raise SourceError(
+                f"{self.where}: invalid JSON: {_json_problem(exc)} (source {self.source.name!r})"
+            ) from None
+
+    def _json_list(self, data: Any, field: str | None) -> Iterator[dict[str, Any] | _BadRecord]:
+        if field is not None:
+            if not isinstance(data, dict) or not isinstance(data.get(field), list):
+                raise SourceError(
+                    f"{self.where}: no list under the key {field!r} (sample.json_field; "
+                    f"source {self.source.name!r})"
+                )
+            data = data[field]
+        for item in data:
+            yield _record(item, "item")
+
+    def _json_lines(self) -> Iterator[dict[str, Any] | _BadRecord]:
+        with _open_regular(self.real) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                if not line.strip():
+                    continue
+                try:
+                    value = _json_loads(line)
+                except json.JSONDecodeError as err:
+                    raise SourceError(
+                        f"{self.where}:{lineno}: invalid JSON line: {err.msg} (column "
+                        f"{err.colno}) (source {self.source.name!r})"
+                    ) from None
+                except (RecursionError, ValueError) as exc:
+                    raise SourceError(
+                        f"{self.where}:{lineno}: invalid JSON line: {_json_problem(exc)} "
+                        f"(source {self.source.name!r})"
+                    ) from None
+                yield _record(value, "line")
+
+    def _utf8_error(self) -> str:
+        with _open_regular(self.real) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    return (
+                        f"{self.where}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at "
+                        f"column {err.start + 1}) (source {self.source.name!r})"
+                    )
+        return f"{self.where}: not UTF-8 text (source {self.source.name!r})"
+
+
+def _record(value: Any, what: str) -> dict[str, Any] | _BadRecord:
+    if isinstance(value, _DuplicateKeys):
+        return _BadRecord(f"the key {value.duplicate!r} appears twice in the object")
+    if isinstance(value, dict):
+        return value
+    return _BadRecord(f"the {what} is {_kind_of_json(value)}, not a JSON object")
+
+
+def _json_problem(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return _root_cause(exc)
+
+
+def _open_regular(path: Path) -> io.BufferedReader:
+    """``path`` opened for reading, refused unless it is a regular file when opened (not only
+    when the catalog checked it): O_NONBLOCK keeps a FIFO swapped in meanwhile from hanging."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SourceError(f"{_shown(path)}: not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _shown(path: Path) -> str:
+    """The path as text that is valid Unicode (a file name with undecodable bytes would
+    otherwise carry surrogates into every locator and crash the Arrow writers)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
 
 
 def _diagnose(path: Path, fmt: str, source: str, exc: BaseException) -> str:
@@ -201,20 +530,28 @@ def iter_rows(
     hub_mode = data == "hub"
     id_field = spec.hub.id_field if hub_mode else (spec.sample.id_field if spec.sample else None)
     index = 0
+    plan = _plan(source, hub_mode)
     for batch in _batches(source, split_data):
-        n = len(next(iter(batch.values()))) if batch else 0
         out: list[Example | BadRow] = []
-        for i in range(n):
+        for raw in batch:
             index += 1
-            raw = {k: v[i] for k, v in batch.items()}
             locator = f"{split_data.where} row {index}"
-            out.append(_normalise(source, raw, split_data.split, locator, id_field, hub_mode))
+            if isinstance(raw, _BadRecord):
+                message = f"{raw.message} ({locator})"
+                out.append(BadRow(split_data.split, None, "bad_row", message, locator))
+                continue
+            out.append(_normalise(source, raw, split_data.split, locator, id_field, hub_mode, plan))
         yield out
 
 
-def _batches(source: Source, split_data: SplitData) -> Iterator[dict[str, list[Any]]]:
-    """The dataset's batches; a file that only fails when decoded (Arrow keeps invalid UTF-8
-    until then) still gets the one-line diagnosis naming its line."""
+def _batches(
+    source: Source, split_data: SplitData
+) -> Iterator[list[dict[str, Any]] | list[dict[str, Any] | _BadRecord]]:
+    """The split's rows in batches; a file that only fails when decoded (Arrow keeps invalid
+    UTF-8 until then) still gets the one-line diagnosis naming its line."""
+    if isinstance(split_data.dataset, TextTable):
+        yield from split_data.dataset.batches()
+        return
     batches = _read_batches(split_data.dataset)
     while True:
         try:
@@ -231,7 +568,8 @@ def _batches(source: Source, split_data: SplitData) -> Iterator[dict[str, list[A
             raise SourceError(
                 f"{source.path}: source {source.name!r}: {split_data.where}: {_root_cause(exc)}"
             ) from None
-        yield batch
+        n = len(next(iter(batch.values()))) if batch else 0
+        yield [{k: v[i] for k, v in batch.items()} for i in range(n)]
 
 
 def _read_batches(ds: Any) -> Iterator[dict[str, list[Any]]]:
@@ -258,6 +596,22 @@ def _read_batches(ds: Any) -> Iterator[dict[str, list[Any]]]:
         raise ValueError(f"read {rows} rows from the dataset's cache files, expected {len(ds)}")
 
 
+Plan = list[tuple[str, FeatureType, str, FieldMap | None]]
+
+
+def _plan(source: Source, hub_mode: bool) -> Plan:
+    """Per feature: its name, type, raw column and mapping (worked out once per split)."""
+    spec = source.spec
+    plan: Plan = []
+    for name, ftype in spec.features.items():
+        mapping = None
+        if not hub_mode and spec.sample is not None:
+            m = spec.sample.fields.get(name)
+            mapping = m if isinstance(m, FieldMap) else None
+        plan.append((name, ftype, _column_for(source, name, hub_mode), mapping))
+    return plan
+
+
 def _normalise(
     source: Source,
     raw: dict[str, Any],
@@ -265,19 +619,15 @@ def _normalise(
     locator: str,
     id_field: str | None,
     hub_mode: bool,
+    plan: Plan | None = None,
 ) -> Example | BadRow:
     spec = source.spec
     example_id = None
-    if id_field is not None and raw.get(id_field) not in (None, ""):
-        example_id = str(raw[id_field])
     fields: dict[str, Any] = {}
     try:
-        for name, ftype in spec.features.items():
-            mapping = None
-            if not hub_mode and spec.sample is not None:
-                m = spec.sample.fields.get(name)
-                mapping = m if isinstance(m, FieldMap) else None
-            column = _column_for(source, name, hub_mode)
+        if id_field is not None and raw.get(id_field) not in (None, ""):
+            example_id = _id_text(id_field, raw[id_field])
+        for name, ftype, column, mapping in plan or _plan(source, hub_mode):
             fields[name] = convert_value(name, raw.get(column), ftype, mapping)
     except RowError as exc:
         return BadRow(split, example_id, exc.rule, f"{exc} ({locator})", locator)
@@ -289,8 +639,46 @@ def _normalise(
     return Example(example_id, split, fields, locator)
 
 
+def _id_text(name: str, value: Any) -> str:
+    """An id as the text it was written as: a JSON id 18446744073709551617 stays exact (a
+    float would round it onto its neighbour), ``1.50`` stays ``1.50``."""
+    if isinstance(value, (list, dict)):
+        raise RowError(
+            "bad_type", f"id field {name!r}: expected a string or number, got {_shown_value(value)}"
+        )
+    text = _literal(value)
+    _check_text(f"id field {name!r}", text)
+    return text
+
+
+def _literal(value: Any) -> str:
+    """A scalar's text as written in the file, where the file had one."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, _JsonFloat):
+        return value.literal
+    return str(value)
+
+
 def convert_value(name: str, value: Any, ftype: FeatureType, mapping: FieldMap | None) -> Any:
-    """One raw value as the Hub feature type; raises RowError with a rule name."""
+    """One raw value as the declared feature type; raises RowError with a rule name.
+
+    Conversions are by declared type only, never guessed from the data:
+
+    - ``string``: text as written (a JSON number becomes its literal text); never a boolean.
+    - ``int``: an integer, or a number or numeral whose value is an exact integer (``7``,
+      ``"7"``, ``7.0``, ``"7e0"``), within the int64 range; never a boolean.
+    - ``float``: a finite number or numeral (``nan``, ``inf``, ``1e400`` are rejected).
+    - ``bool``: a boolean, or the text/number true, false, 1, 0 (any case).
+    - labels: a name of the label, or an index (an integer, or an integral number); a boolean
+      is not a label (``bad_type``).
+    - ``any``: a JSON value as is, with finite numbers and valid Unicode text.
+
+    Every text value must be valid Unicode: a JSON ``"\ud800"`` (a lone surrogate) is
+    rejected (``bad_text``) rather than crashing the Arrow writers later.
+    """
     if mapping is not None and mapping.split is not None and isinstance(value, str):
         value = [part.strip() for part in value.split(mapping.split) if part.strip()]
     if mapping is not None and mapping.values is not None:
@@ -301,14 +689,16 @@ def convert_value(name: str, value: Any, ftype: FeatureType, mapping: FieldMap |
         return _label(name, value, ftype.names)
     if isinstance(ftype, SequenceOfClassLabel):
         if not isinstance(value, list):
-            raise RowError("bad_type", f"field {name!r}: expected a list of labels, got {value!r}")
+            raise RowError(
+                "bad_type", f"field {name!r}: expected a list of labels, got {_shown_value(value)}"
+            )
         return [_label(name, v, ftype.sequence.names) for v in value]
     return _scalar(name, value, ftype)
 
 
 def _map_values(name: str, value: Any, table: dict[str, str | int]) -> Any:
     def one(v: Any) -> Any:
-        key = str(v).strip() if v is not None else None
+        key = _literal(v).strip() if v is not None else None
         if key is None:
             return None
         if key not in table:
@@ -321,54 +711,177 @@ def _map_values(name: str, value: Any, table: dict[str, str | int]) -> Any:
 
 
 def _label(name: str, value: Any, names: list[str]) -> int:
+    if isinstance(value, bool):
+        raise RowError("bad_type", f"field {name!r}: {value!r} is a boolean, not a label")
     if isinstance(value, str) and value in names:
         return names.index(value)
-    try:
-        index = int(value)
-    except (TypeError, ValueError):
-        raise RowError("bad_label", f"field {name!r}: {value!r} is not one of {names}") from None
+    index = _exact_int(value)
+    if index is None:
+        shown = _shown_value(value)
+        raise RowError("bad_label", f"field {name!r}: {shown} is not one of {names}")
     if index == -1:
         raise RowError("unlabeled", f"field {name!r} is -1 (no gold label)")
-    if not 0 <= index < len(names) or (isinstance(value, float) and value != index):
-        raise RowError("bad_label", f"field {name!r}: {value!r} is not a label index of {names}")
+    if not 0 <= index < len(names):
+        raise RowError(
+            "bad_label", f"field {name!r}: {_shown_value(value)} is not a label index of {names}"
+        )
     return index
 
 
+# A decimal numeral as a CSV cell or JSON number may write it; Python's int()/float() accept
+# more (`nan`, `inf`, `1_000`, Unicode digits), none of which a data file means as a number.
+_NUMERAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _exact_int(value: Any) -> int | None:
+    """The integer a value stands for exactly (``7``, ``"7"``, ``7.0``, ``"7e0"``), or None.
+
+    Floats are compared through their written text, so ``9007199254740993.0`` is not rounded
+    onto a neighbour; anything past the int64 range is None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if INT64_MIN <= value <= INT64_MAX else None
+    if isinstance(value, _JsonFloat):
+        text = value.literal
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            return None
+        text = repr(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if _INTEGER.fullmatch(text):
+            number = int(text) if len(text) <= 20 else None
+            return number if number is not None and INT64_MIN <= number <= INT64_MAX else None
+    else:
+        return None
+    if not _NUMERAL.fullmatch(text):
+        return None
+    dec = decimal.Decimal(text)
+    # adjusted() is the exponent of the leading digit: past 18 it cannot fit in int64, and
+    # checking first keeps `1e999999999` from being expanded into a billion digits.
+    if dec.adjusted() > 18 or dec != dec.to_integral_value():
+        return None
+    number = int(dec)
+    return number if INT64_MIN <= number <= INT64_MAX else None
+
+
+def _finite_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if isinstance(value, _LongNumber) or not _NUMERAL.fullmatch(value.strip()):
+            return None
+        number = float(value)
+    elif isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _string(name: str, value: Any) -> str:
+    if isinstance(value, str):
+        _check_text(f"field {name!r}", value)
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return _literal(value)
+    raise _bad_type(name, "string", value)
+
+
 def _scalar(name: str, value: Any, ftype: str) -> Any:
-    try:
-        if ftype == "any":
+    if ftype == "any":
+        _check_any(name, value)
+        return value
+    if ftype == "string":
+        return _string(name, value)
+    if ftype == "int":
+        number = _exact_int(value)
+        if number is None:
+            raise _bad_type(name, "int", value)
+        return number
+    if ftype == "float":
+        real = _finite_float(value)
+        if real is None:
+            raise _bad_type(name, "float (finite)", value)
+        return real
+    if ftype == "bool":
+        if isinstance(value, bool):
             return value
-        if ftype == "string":
-            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-                return str(value)
-        elif ftype == "int":
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        elif ftype == "float":
-            if not isinstance(value, bool):
-                return float(value)
-        elif ftype == "bool":
-            if isinstance(value, bool):
-                return value
-            if str(value).strip().lower() in {"true", "1"}:
+        if isinstance(value, (str, int)):
+            text = value.strip().lower() if isinstance(value, str) else str(value)
+            if text in {"true", "1"}:
                 return True
-            if str(value).strip().lower() in {"false", "0"}:
+            if text in {"false", "0"}:
                 return False
-        elif ftype == "list[string]":
-            if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
-                return [str(v) for v in value]
-        elif ftype == "list[int]" and isinstance(value, list):
-            return [int(v) for v in value]
-        elif (
-            ftype == "list[list[string]]"
-            and isinstance(value, list)
-            and all(isinstance(v, list) for v in value)
-        ):
-            return [[str(x) for x in v] for v in value]
-    except (TypeError, ValueError):
-        pass
-    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
-    raise RowError("bad_type", f"field {name!r}: expected {ftype}, got {shown}")
+        raise _bad_type(name, "bool", value)
+    if ftype == "list[string]" and isinstance(value, list):
+        return [_string(name, v) for v in value]
+    if ftype == "list[int]" and isinstance(value, list):
+        numbers = [_exact_int(v) for v in value]
+        if all(n is not None for n in numbers):
+            return numbers
+    if (
+        ftype == "list[list[string]]"
+        and isinstance(value, list)
+        and all(isinstance(v, list) for v in value)
+    ):
+        return [[_string(name, x) for x in v] for v in value]
+    raise _bad_type(name, ftype, value)
+
+
+def _check_text(what: str, text: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise RowError(
+            "bad_text",
+            f"{what}: character {err.start + 1} is a lone surrogate "
+            f"({text[err.start]!r}), not Unicode text",
+        ) from None
+
+
+def _check_any(name: str, value: Any, depth: int = 0) -> None:
+    """An ``any`` value is stored as JSON: only JSON's types, finite, valid text."""
+    if depth > 100:
+        raise RowError("bad_type", f"field {name!r}: nested more than 100 levels deep")
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, _LongNumber):
+        raise RowError("bad_type", f"field {name!r}: a number with {len(value)} digits")
+    if isinstance(value, str):
+        _check_text(f"field {name!r}", value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise RowError("bad_type", f"field {name!r}: {_literal(value)} is not a finite number")
+    elif isinstance(value, list):
+        for item in value:
+            _check_any(name, item, depth + 1)
+    elif isinstance(value, dict):
+        if isinstance(value, _DuplicateKeys):
+            raise RowError("bad_type", f"field {name!r}: the key {value.duplicate!r} appears twice")
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise RowError("bad_type", f"field {name!r}: a key {key!r} that is not text")
+            _check_text(f"field {name!r}", key)
+            _check_any(name, item, depth + 1)
+    else:
+        raise RowError("bad_type", f"field {name!r}: {type(value).__name__} is not a JSON value")
+
+
+def _bad_type(name: str, ftype: str, value: Any) -> RowError:
+    return RowError("bad_type", f"field {name!r}: expected {ftype}, got {_shown_value(value)}")
+
+
+def _shown_value(value: Any) -> str:
+    text = _literal(value) if isinstance(value, _JsonFloat) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN)]
@@ -48,10 +55,40 @@ RESERVED_CONTEXT_NAMES = frozenset(
 )
 
 
-class Strict(BaseModel):
-    """Base for user-written files: unknown keys are errors, not silently ignored."""
+def _not_a_bool(value: Any) -> Any:
+    # pydantic's lax mode reads `true` as 1 and 1.0; in a user's file that is a slip, not a number.
+    if isinstance(value, bool):
+        raise ValueError("a boolean (true/false) is not a number")
+    return value
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+# Every number a user writes: never a boolean, never inf or nan (a YAML `.inf`/`.nan` used to be
+# accepted, stored as null in the manifest, and every later stage died on it).
+Int = Annotated[int, BeforeValidator(_not_a_bool)]
+Float = Annotated[float, BeforeValidator(_not_a_bool), Field(allow_inf_nan=False)]
+
+# Upper bounds on what a recipe may ask for. Each is far above any real use and low enough that
+# nothing downstream overflows a C integer, loses float precision (counts stay below 2**53) or
+# allocates beyond reason.
+MAX_RECORDS = 10**12  # caps and sizes: counts of records
+MAX_CHARS = 10_000_000  # text budgets: ten times the render's own 1M-character stop
+MAX_SHARE = 1e12  # mixing weights and variant shares: relative numbers, summed as floats
+MAX_ROW_GROUP_ROWS = 1_000_000  # rows held in memory before a parquet row group is written
+MAX_SHARD_ROWS = 10**9
+MAX_TEMPLATES_PER_EXAMPLE = 10_000
+MAX_RENDER_SECONDS = 3600.0  # setitimer overflows the platform's time_t long before 1e30 s
+# The temperature mix weighs a source by count ** (1 / T), which must stay a finite float: at
+# T = 0.1 a count of 1e14 weighs 1e140, at T = 0.02 it overflows (OverflowError in the mix plan,
+# as 1e-300 did). 0.1 is already close to winner-takes-all.
+MIN_TEMPERATURE = 0.1
+MAX_TEMPERATURE = 1000.0
+
+
+class Strict(BaseModel):
+    """Base for user-written files: unknown keys are errors, not silently ignored; floats are
+    finite."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- sources
@@ -92,8 +129,17 @@ class FieldMap(Strict):
     )
     values: dict[str, str | int] | None = Field(
         default=None,
-        description="Map raw values (compared as strings) to feature values or label names.",
+        description="Map raw values, compared as the text written in the file (a JSON true is "
+        "'true', 1.50 is '1.50'), to feature values or label names.",
     )
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _no_bool_values(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            for value in values.values():
+                _not_a_bool(value)
+        return values
 
 
 class HubSpec(Strict):
@@ -109,10 +155,23 @@ class HubSpec(Strict):
 
 
 class CsvOptions(Strict):
-    delimiter: str = ","
-    column_names: list[str] | None = None
-    quoting: Literal[0, 1, 2, 3] = Field(
-        default=0, description="Python csv quoting constant; 3 (QUOTE_NONE) for raw TSV."
+    """How a CSV/TSV sample is read. Every cell is read as the text written in the file and then
+    converted to its feature's declared type: nothing is guessed from the data, so ``02134``
+    stays ``'02134'`` in a ``string`` feature and ``NA`` stays ``'NA'``."""
+
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    column_names: list[str] | None = Field(
+        default=None, description="Names of the columns when the file has no header line."
+    )
+    quoting: Annotated[Literal[0, 1, 2, 3], BeforeValidator(_not_a_bool)] = Field(
+        default=0,
+        description="Python csv quoting constant; 3 (QUOTE_NONE) for raw TSV. 1 and 2 read like "
+        "0 (quotes are honoured); no quoting mode turns a cell into a number.",
+    )
+    null_values: list[str] = Field(
+        default_factory=list,
+        description="Cell texts that mean 'no value' (e.g. ['', 'NA']), compared exactly. None by "
+        "default: an empty cell is the empty string and 'NA', 'None', 'null', 'nan' are text.",
     )
 
 
@@ -134,6 +193,12 @@ class SampleSpec(Strict):
     fields: dict[str, str | FieldMap] = Field(
         default_factory=dict,
         description="feature name -> raw column (or FieldMap); unnamed features map by name.",
+    )
+    allow_outside_catalog: bool = Field(
+        default=False,
+        description="Read the file even where it resolves (through a symbolic link) to a place "
+        "outside the catalog folder it was found in. Off by default: a catalog from elsewhere "
+        "could otherwise link data/users.tsv to /etc/passwd and have it rendered and exported.",
     )
 
     @field_validator("file")
@@ -251,12 +316,23 @@ class TemplateFile(Strict):
 
 class Mixing(Strict):
     strategy: Literal["proportional", "temperature", "weights"] = "proportional"
-    cap: int | None = Field(
-        default=3000, ge=1, description="Most records one source may contribute (FLAN: 3k)."
+    cap: Int | None = Field(
+        default=3000,
+        ge=1,
+        le=MAX_RECORDS,
+        description="Most records one source may contribute (FLAN: 3k).",
     )
-    temperature: float = Field(default=1.0, gt=0)
-    weights: dict[str, float] = Field(default_factory=dict)
-    size: int | None = Field(default=None, ge=1, description="Total records; default: all.")
+    temperature: Float = Field(
+        default=1.0,
+        ge=MIN_TEMPERATURE,
+        le=MAX_TEMPERATURE,
+        description="Sources weigh count ** (1 / temperature): 1 is proportional, higher is "
+        "flatter.",
+    )
+    weights: dict[str, Annotated[Float, Field(ge=0, le=MAX_SHARE)]] = Field(default_factory=dict)
+    size: Int | None = Field(
+        default=None, ge=1, le=MAX_RECORDS, description="Total records; default: all."
+    )
 
     @model_validator(mode="after")
     def _weights_given(self) -> Mixing:
@@ -274,10 +350,10 @@ OPTION_STYLES: tuple[OptionStyle, ...] = ("dashes", "letters", "numbers", "inlin
 class Variants(Strict):
     """Shares of each form among the records of non-inverted templates (normalised)."""
 
-    zero_shot: float = Field(default=1.0, ge=0)
-    few_shot: float = Field(default=0.0, ge=0)
-    cot: float = Field(default=0.0, ge=0)
-    options_shown: float = Field(
+    zero_shot: Float = Field(default=1.0, ge=0, le=MAX_SHARE)
+    few_shot: Float = Field(default=0.0, ge=0, le=MAX_SHARE)
+    cot: Float = Field(default=0.0, ge=0, le=MAX_SHARE)
+    options_shown: Float = Field(
         default=1.0, ge=0, le=1, description="Share of choice templates that show the options."
     )
     option_styles: list[OptionStyle] = Field(
@@ -292,10 +368,11 @@ class Variants(Strict):
 
 
 class FewShot(Strict):
-    k: int = Field(default=3, ge=1, le=32, description="Exemplars per few-shot record (at most).")
-    max_chars: int = Field(
+    k: Int = Field(default=3, ge=1, le=32, description="Exemplars per few-shot record (at most).")
+    max_chars: Int = Field(
         default=6000,
         ge=1,
+        le=MAX_CHARS,
         description="Budget for the whole prompt; exemplars that overflow it are left out.",
     )
     format: Literal["one_turn", "multi_turn"] = Field(
@@ -305,10 +382,21 @@ class FewShot(Strict):
 
 
 class Limits(Strict):
-    max_prompt_chars: int = Field(default=32_000, ge=1)
-    max_output_chars: int = Field(default=16_000, ge=1)
-    max_render_seconds: float = Field(
-        default=2.0, ge=0, description="Wall time one record may take to render (0: no limit)."
+    max_prompt_chars: Int = Field(default=32_000, ge=1, le=MAX_CHARS)
+    max_output_chars: Int = Field(default=16_000, ge=1, le=MAX_CHARS)
+    max_render_seconds: Float = Field(
+        default=2.0,
+        ge=0,
+        le=MAX_RENDER_SECONDS,
+        description="Wall time one record may take to render (0: no limit).",
+    )
+    max_worker_memory_mb: Int | None = Field(
+        default=None,
+        ge=256,
+        le=2**24,
+        description="Address-space limit (RLIMIT_AS, in MiB) for each worker process, so a "
+        "template that allocates without bound kills its worker rather than the machine. "
+        "None: no limit. Counts virtual memory, which runs above resident memory.",
     )
 
 
@@ -318,21 +406,26 @@ class CatalogDirs(Strict):
 
 
 class ExportSpec(Strict):
-    shard_rows: int = Field(default=100_000, ge=1)
-    row_group_rows: int = Field(default=10_000, ge=1)
+    shard_rows: Int = Field(default=100_000, ge=1, le=MAX_SHARD_ROWS)
+    row_group_rows: Int = Field(default=10_000, ge=1, le=MAX_ROW_GROUP_ROWS)
     pretty_name: str | None = None
 
 
 class Recipe(Strict):
     name: Slug
     description: str = ""
-    seed: int = 0
+    seed: Int = Field(
+        default=0,
+        ge=-(2**63),
+        le=2**64 - 1,
+        description="Any 64-bit integer, signed or unsigned.",
+    )
     sources: list[str] = Field(default_factory=list)
     clusters: list[str] = Field(default_factory=list)
     held_out_clusters: list[str] = Field(default_factory=list)
     templates_per_example: int | Literal["all"] = "all"
     mixing: Mixing = Field(default_factory=Mixing)
-    validation_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    validation_fraction: Float = Field(default=0.0, ge=0.0, lt=1.0)
     system: str | None = Field(default=None, description="System prompt for every record.")
     variants: Variants = Field(default_factory=Variants)
     few_shot: FewShot = Field(default_factory=FewShot)
@@ -344,9 +437,19 @@ class Recipe(Strict):
     def _something_selected(self) -> Recipe:
         if not self.sources and not self.clusters:
             raise ValueError("a recipe must name 'sources' or 'clusters'")
-        if isinstance(self.templates_per_example, int) and self.templates_per_example < 1:
-            raise ValueError("templates_per_example must be >= 1 or 'all'")
         return self
+
+    @field_validator("templates_per_example", mode="before")
+    @classmethod
+    def _per_is_a_number(cls, per: Any) -> Any:
+        return _not_a_bool(per)
+
+    @field_validator("templates_per_example")
+    @classmethod
+    def _per_in_range(cls, per: int | str) -> int | str:
+        if isinstance(per, int) and not 1 <= per <= MAX_TEMPLATES_PER_EXAMPLE:
+            raise ValueError(f"must be 1 to {MAX_TEMPLATES_PER_EXAMPLE}, or 'all'")
+        return per
 
 
 # --------------------------------------------------------------------------- outputs

@@ -92,7 +92,7 @@ import yaml
 
 from .errors import CatalogError
 from .models import TemplateFile, TemplateMetadata, TemplateSpec
-from .yamlfile import yaml_error
+from .yamlfile import StrictConstruction, yaml_error
 
 TEMPLATES_FILENAME = "templates.yaml"
 SEPARATOR = "|||"
@@ -152,8 +152,9 @@ class _Tagged(dict[str, Any]):
         self.tag = tag
 
 
-class PromptsourceLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` plus promptsource's two tags; builds plain mappings, runs no code."""
+class PromptsourceLoader(StrictConstruction, yaml.SafeLoader):
+    """``yaml.SafeLoader`` plus promptsource's two tags; builds plain mappings, runs no code.
+    A key given twice (say, one template uuid) is an error naming both lines."""
 
 
 def _construct_tagged(loader: yaml.SafeLoader, node: yaml.Node) -> _Tagged:

@@ -54,7 +54,7 @@ def run_recipe(
         if "load" not in done:
             load_stage(None, folder.root, prepared=prepared, progress=progress)
         if "validate" not in done:
-            memory_mb = getattr(prepared.recipe.limits, "max_worker_memory_mb", None)
+            memory_mb = prepared.recipe.limits.max_worker_memory_mb
             pool = make_executor(executor, workers, address, memory_mb)
             try:
                 if "render" not in done:

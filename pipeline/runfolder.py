@@ -362,8 +362,10 @@ class RunFolder:
                 rel = path.relative_to(base).as_posix()
                 if prefix and not rel.startswith(prefix + "/"):
                     continue
-                if path.is_file() and not path.is_symlink() and any(
-                    p.fullmatch(rel) for p in patterns if _depth(p) == depth
+                if (
+                    path.is_file()
+                    and not path.is_symlink()
+                    and any(p.fullmatch(rel) for p in patterns if _depth(p) == depth)
                 ):
                     found.append(path)
         return found

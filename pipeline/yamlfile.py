@@ -40,7 +40,56 @@ def load_model(path: Path, model: type[M]) -> M:
         raise CatalogError(f"{where}: {field}: {msg}{more}") from None
 
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: ~10x faster
+class StrictConstruction:
+    """Loader mixin: a key given twice in one mapping is an error naming both lines (YAML says
+    keys are unique; PyYAML lets the last one win silently), and a value that Python cannot build
+    (a 5,000-digit integer, the date 2020-13-45) is an error at its line, not a traceback.
+
+    Mix it in before a PyYAML loader: ``class L(StrictConstruction, yaml.SafeLoader)``.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)  # type: ignore[misc]
+        except (ValueError, OverflowError) as exc:
+            if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int"):
+                problem = f"integer too long ({len(node.value)} characters)"
+            else:
+                problem = f"cannot read this value: {_first_line(exc)}"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                # `<<` merges are YAML's own way to override keys: not duplicates.
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first.get(key)
+                except TypeError:  # unhashable: PyYAML reports it itself
+                    continue
+                if seen is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key_node.value!r} (first at line "
+                        f"{seen.start_mark.line + 1})",
+                        key_node.start_mark,
+                    )
+                first[key] = key_node
+        return super().construct_mapping(node, deep=deep)  # type: ignore[misc, no-any-return]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# libyaml when installed: ~10x faster
+class _Loader(StrictConstruction, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    pass
 
 
 def yaml_error(path: Path, exc: yaml.YAMLError) -> str:
