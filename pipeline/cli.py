@@ -19,6 +19,7 @@ from rich.table import Table
 
 from . import __version__
 from .catalog import load_catalog
+from .dryrun import dry_run as dry_run_plan
 from .errors import PipelineError
 from .executor import ExecutorName, make_executor
 from .export import export_stage, push_to_hub, redact_secrets
@@ -145,6 +146,17 @@ def _report(manifest: Manifest, quiet: bool, as_json: bool, stage: str) -> None:
     problems = manifest.check()
     for p in problems:
         console.print(f"[red]accounting: {p}")
+    dropped = {
+        "duplicates": sum(c.records_deduplicated for c in manifest.sources.values()),
+        "contaminated": sum(c.records_decontaminated for c in manifest.sources.values()),
+    }
+    if "mix" in manifest.stages_done and any(dropped.values()):
+        console.print(
+            f"mix dropped {dropped['duplicates']} duplicate and {dropped['contaminated']} "
+            "contaminated train records (rejects/mix has each one with its reason)"
+        )
+    for warning in manifest.warnings:
+        console.print(f"[yellow]warning: {escape(warning)}")
     if "export" in manifest.stages_done:
         console.print(f"dataset: {manifest.export.get('path')}")
 
@@ -166,13 +178,15 @@ def summary_table(manifest: Manifest, stage: str) -> Table:
         ("records_rendered", "records"),
         ("records_rejected", "rec.rej"),
         ("records_accepted", "valid"),
+        ("records_deduplicated", "dups"),
+        ("records_decontaminated", "contam."),
         ("records_selected", "selected"),
     ]
     table = Table(
         title=f"instructmix {stage}: {manifest.recipe.get('name')}",
         box=box.SIMPLE_HEAD,
-        caption="examples in = rejected + capped + rendered; "
-        "records = rejected + valid; valid >= selected",
+        caption="examples in = rejected + capped + exemplar pool + rendered; "
+        "records = rejected + valid; valid = dups + contam. + selected + dropped by mix",
     )
     table.add_column("source", no_wrap=True)
     table.add_column("cluster", no_wrap=True)
@@ -180,13 +194,40 @@ def summary_table(manifest: Manifest, stage: str) -> Table:
         table.add_column(title, justify="right", no_wrap=True)
     totals: dict[str, int] = {}
     for name, counts in sorted(manifest.sources.items()):
-        row = [name, counts.cluster]
+        row = [name, counts.cluster + (" (eval)" if counts.role == "eval" else "")]
         for key, _ in cols[1:]:
             value = getattr(counts, key)
             totals[key] = totals.get(key, 0) + value
             row.append(f"{value:,}")
         table.add_row(*row)
     table.add_row("total", "", *[f"{totals.get(k, 0):,}" for k, _ in cols[1:]], style="bold")
+    return table
+
+
+def plan_table(plan: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"instructmix run --dry-run: {plan['recipe']}",
+        box=box.SIMPLE_HEAD,
+        caption="records by split are exact unless the cap binds (then ≈, by share); "
+        "rejects, duplicates and contamination are found by the run itself",
+    )
+    for title in ("source", "cluster", "examples", "capped", "records", "target", "by split",
+                  "variants"):  # fmt: skip
+        table.add_column(title, justify="left" if title in ("source", "cluster") else "right")
+    for name, p in plan["sources"].items():
+        exact = "" if p["records_by_split_exact"] else "≈"
+        table.add_row(
+            name + (" (eval)" if p["role"] == "eval" else ""),
+            p["cluster"],
+            f"{p['examples_available']:,}",
+            f"{p['examples_capped']:,}" + (" (binds)" if p["cap_binds"] else ""),
+            f"{p['records_possible']:,}",
+            f"{p['records_target']:,}",
+            " ".join(f"{s} {exact}{n:,}" for s, n in p["records_by_split"].items()),
+            " ".join(f"{v} {n:,}" for v, n in p["variants"].items()),
+        )
+    totals = " ".join(f"{s} {n:,}" for s, n in plan["splits"].items())
+    table.add_row("total", "", "", "", "", "", totals, "", style="bold")
     return table
 
 
@@ -204,6 +245,15 @@ def run(
         bool,
         typer.Option("--fresh", help="Rebuild from scratch instead of resuming finished work."),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan (rows per source, cluster, split and variant; the caps that "
+            "bind; the eval sources) without rendering or writing OUT. With --json: the plan "
+            "as JSON.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -211,6 +261,21 @@ def run(
 
     Resumes: work a previous run of the same recipe and inputs finished in OUT is kept."""
     progress = _progress(quiet, as_json)
+    if dry_run:
+        plan = _guard(
+            lambda: dry_run_plan(
+                recipe,
+                data=_data(data),
+                source_dirs=sources or [],
+                template_dirs=templates or [],
+                progress=progress,
+            )
+        )
+        if as_json:
+            typer.echo(json.dumps(plan, indent=2))
+        else:
+            Console(width=None if sys.stdout.isatty() else 120).print(plan_table(plan))
+        return
     manifest = _guard(
         lambda: run_recipe(
             recipe,

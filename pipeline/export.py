@@ -641,6 +641,7 @@ def dataset_card(
             f"| {name} | {s.cluster} | {s.task} | {s.license} | "
             f"{counts.records_selected} | {share:.1%} |"
         )
+    lines += _provenance_section(manifest, used)
     lines += ["", "## Variants", "", "| variant | records |", "|---|---|"]
     lines += [f"| {v} | {n} |" for v, n in sorted(variants.items())]
     lines += [
@@ -677,6 +678,51 @@ def dataset_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _provenance_section(manifest: Manifest, used: dict[str, Any]) -> list[str]:
+    """Where every split's rows came from, per source, in the original dataset's split names;
+    the held-out protocol; what dedup and decontamination removed; and the warnings."""
+    lines = [
+        "",
+        "## Where the rows come from",
+        "",
+        "Each source's records by the split of this dataset (rows) and the split of the "
+        "original dataset they were drawn from. Train and validation never share an example or "
+        "a split group (such as one premise or one meaning representation), and few-shot "
+        "exemplars are drawn from train examples only.",
+        "",
+        "| source | role | split | original split: records |",
+        "|---|---|---|---|",
+    ]
+    for name, counts in sorted(used.items()):
+        for split, origins in counts.original_splits.items():
+            where = ", ".join(f"{o}: {n}" for o, n in origins.items())
+            lines.append(f"| {name} | {counts.role} | {split} | {where} |")
+    held = sorted(n for n, c in manifest.sources.items() if c.role == "eval")
+    if held:
+        lines += [
+            "",
+            f"The `eval` split holds the held-out sources ({', '.join(held)}): no record of "
+            "theirs is in train or validation, so a model trained on train can be evaluated "
+            "on them as unseen tasks (the FLAN protocol).",
+        ]
+    dedup = sum(c.records_deduplicated for c in manifest.sources.values())
+    decon = sum(c.records_decontaminated for c in manifest.sources.values())
+    report = manifest.decontamination
+    lines += ["", f"Duplicates removed: {dedup} records (exact or after normalisation)."]
+    if report.get("enabled"):
+        lines.append(
+            f"Decontamination: {decon} train records dropped for sharing a "
+            f"{report['n']}-gram (or a whole text of at least {report['min_tokens']} tokens) "
+            f"with held-out text: {report['texts_indexed']} validation, eval and external "
+            f"texts indexed, {report['texts_too_short']} too short to match on."
+        )
+    else:
+        lines.append("Decontamination was turned off for this build.")
+    if manifest.warnings:
+        lines += ["", "**Warnings**", ""] + [f"- {w}" for w in manifest.warnings]
+    return lines
 
 
 def push_to_hub(

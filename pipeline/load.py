@@ -39,9 +39,14 @@ BATCH_ROWS = 1000
 @dataclass(frozen=True)
 class Example:
     example_id: str
-    split: str
+    split: str  # of the original dataset
     fields: dict[str, Any]
     locator: str
+    # Set by load: the split group (examples that must share a split and never exemplify each
+    # other) and the split of the mixture the example goes to (train, validation, eval, or
+    # exemplar: an eval source's few-shot pool, never a query).
+    group: str = ""
+    out_split: str = "train"
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def open_source(source: Source, data: DataMode) -> list[SplitData]:
         return [_open_sample(source, datasets)]
     hub = source.spec.hub
     out = []
-    for split in hub.splits:
+    for split in hub.splits_read:
         where = f"hub:{hub.id}" + (f"/{hub.config}" if hub.config else "") + f"[{split}]"
         try:
             ds = datasets.load_dataset(hub.id, hub.config, split=split, revision=hub.revision)

@@ -148,10 +148,31 @@ class HubSpec(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
     config: str | None = None
     revision: str | None = None
-    splits: list[str] = Field(default_factory=lambda: ["train"], min_length=1)
+    splits: list[str] = Field(
+        default_factory=lambda: ["train"], min_length=1, description="The dataset's splits."
+    )
+    read: list[str] | None = Field(
+        default=None,
+        description="The splits `--data hub` reads. Default: `train` when the dataset has one "
+        "(its only split otherwise), so a build never trains on a benchmark's dev or test "
+        "split unless the spec asks for it here.",
+    )
     id_field: str | None = Field(
         default=None, description="Hub column holding a stable example id, if any."
     )
+
+    @property
+    def splits_read(self) -> list[str]:
+        if self.read is not None:
+            return list(self.read)
+        return ["train"] if "train" in self.splits else self.splits[:1]
+
+    @model_validator(mode="after")
+    def _reads_known_splits(self) -> HubSpec:
+        unknown = [s for s in self.read or [] if s not in self.splits]
+        if unknown:
+            raise ValueError(f"read: {unknown} not among splits {self.splits}")
+        return self
 
 
 class CsvOptions(Strict):
@@ -223,6 +244,20 @@ class SourceSpec(Strict):
     hub: HubSpec
     sample: SampleSpec | None = None
     features: dict[str, FeatureType] = Field(min_length=1)
+    split_group: str | None = Field(
+        default=None,
+        description="What ties examples together so they land in the same split and never "
+        "serve as each other's few-shot exemplars: a feature name (`premise`), or a Jinja "
+        "expression over the example (`{{ premise | lower }}`). Default: each example alone.",
+    )
+    decontaminate_on: list[str] | None = Field(
+        default=None,
+        description="The features whose text stands for an example when it is held out "
+        "(validation or eval), for decontamination: train records sharing an n-gram with it "
+        "are dropped. Default: every text feature. Structured inputs made of a few repeated "
+        "keywords (E2E's meaning representations) match unrelated examples; leave them out "
+        "and rely on split_group within the source.",
+    )
     rationale: str | None = Field(
         default=None,
         description="The worked rationale for chain-of-thought records: a feature name, or Jinja "
@@ -400,6 +435,79 @@ class Limits(Strict):
     )
 
 
+class Dedup(Strict):
+    """Duplicates of the rendered conversation, across sources, within each split: the first
+    by a stable order (the record's seeded key) is kept, the others are dropped with a reason."""
+
+    exact: bool = Field(default=True, description="Drop records identical to an earlier one.")
+    normalized: bool = Field(
+        default=True,
+        description="Also drop records equal after NFKC, case folding, punctuation and "
+        "whitespace are normalised away.",
+    )
+
+
+class EvalData(Strict):
+    """Evaluation data to keep out of train: a local file or a Hub dataset, and its fields."""
+
+    name: Slug
+    path: str | None = Field(
+        default=None, description="A local .jsonl/.json/.csv/.parquet file, relative to the recipe."
+    )
+    hub: str | None = Field(default=None, description="A Hub dataset id (read with load_dataset).")
+    config: str | None = None
+    split: str = Field(default="test", description="Split of the Hub dataset.")
+    revision: str | None = None
+    fields: list[str] = Field(min_length=1, description="Text fields to decontaminate against.")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> EvalData:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of 'path' or 'hub'")
+        return self
+
+
+class Decontamination(Strict):
+    """Train records sharing an n-gram with held-out text are dropped (GPT-3, open-instruct)."""
+
+    enabled: bool = True
+    n: Int = Field(default=13, ge=4, le=64, description="n-gram length, in word tokens.")
+    min_tokens: Int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Held-out texts shorter than n but at least this long match as a whole; "
+        "shorter ones are too generic to match on and are skipped (and counted).",
+    )
+    against: list[EvalData] = Field(
+        default_factory=list,
+        description="Extra evaluation data besides the run's own validation and eval splits.",
+    )
+
+    @model_validator(mode="after")
+    def _short_below_n(self) -> Decontamination:
+        if self.min_tokens > self.n:
+            raise ValueError(f"min_tokens ({self.min_tokens}) must not exceed n ({self.n})")
+        return self
+
+
+class Submix(Strict):
+    """One sub-mixture of a nested recipe (Flan 2022 mixes Flan 2021, T0, NIv2, CoT and dialog
+    submixes at fixed rates): its own sources and mixing, and its share of the whole."""
+
+    name: Slug
+    weight: Float = Field(gt=0, le=MAX_SHARE, description="Share of the whole (normalised).")
+    sources: list[str] = Field(default_factory=list)
+    clusters: list[str] = Field(default_factory=list)
+    mixing: Mixing = Field(default_factory=Mixing)
+
+    @model_validator(mode="after")
+    def _something_selected(self) -> Submix:
+        if not self.sources and not self.clusters:
+            raise ValueError("a sub-mixture must name 'sources' or 'clusters'")
+        return self
+
+
 class CatalogDirs(Strict):
     sources: list[str] = Field(default_factory=list)
     templates: list[str] = Field(default_factory=list)
@@ -422,10 +530,32 @@ class Recipe(Strict):
     )
     sources: list[str] = Field(default_factory=list)
     clusters: list[str] = Field(default_factory=list)
-    held_out_clusters: list[str] = Field(default_factory=list)
+    held_out_clusters: list[str] = Field(
+        default_factory=list,
+        description="Clusters kept out of train and written as the `eval` split (the FLAN "
+        "protocol: train on the rest, evaluate zero-shot on these).",
+    )
+    eval_only: list[str] = Field(
+        default_factory=list,
+        description="Sources or clusters whose records go only to the `eval` split.",
+    )
+    eval_exemplar_fraction: Float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Share of each eval source's examples (by split group) set aside as its "
+        "few-shot exemplar pool; they are never eval queries. 0: eval records are zero-shot.",
+    )
+    mixtures: list[Submix] = Field(
+        default_factory=list,
+        description="Nested mixing: sub-mixtures with their own sources and mixing, combined "
+        "at fixed rates (their weights). Replaces top-level sources/clusters.",
+    )
     templates_per_example: int | Literal["all"] = "all"
     mixing: Mixing = Field(default_factory=Mixing)
     validation_fraction: Float = Field(default=0.0, ge=0.0, lt=1.0)
+    dedup: Dedup = Field(default_factory=Dedup)
+    decontamination: Decontamination = Field(default_factory=Decontamination)
     system: str | None = Field(default=None, description="System prompt for every record.")
     variants: Variants = Field(default_factory=Variants)
     few_shot: FewShot = Field(default_factory=FewShot)
@@ -435,7 +565,13 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _something_selected(self) -> Recipe:
-        if not self.sources and not self.clusters:
+        if self.mixtures:
+            if self.sources or self.clusters:
+                raise ValueError("with 'mixtures', name sources and clusters inside each one")
+            names = [m.name for m in self.mixtures]
+            if len(set(names)) != len(names):
+                raise ValueError("sub-mixture names must be unique")
+        elif not self.sources and not self.clusters and not self.eval_only:
             raise ValueError("a recipe must name 'sources' or 'clusters'")
         return self
 
@@ -453,6 +589,9 @@ class Recipe(Strict):
 
 
 # --------------------------------------------------------------------------- outputs
+
+
+OutSplit = Literal["train", "validation", "eval"]
 
 
 class Message(BaseModel):
@@ -479,6 +618,10 @@ class Record(BaseModel):
     split: str
     language: str
     license: str
+    out_split: OutSplit | None = Field(
+        default=None,
+        description="Inside the run folder only: the mixture split the record goes to.",
+    )
 
     @field_validator("messages")
     @classmethod
@@ -497,7 +640,7 @@ class Reject(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stage: Literal["load", "render", "validate"]
+    stage: Literal["load", "render", "validate", "mix"]
     source: str
     split: str
     example_id: str | None
@@ -510,24 +653,47 @@ class Reject(BaseModel):
 class SourceCounts(BaseModel):
     """Per-source accounting. Invariants (checked by ``Manifest.check``):
 
-    examples_in == examples_rejected + examples_capped + examples_rendered
+    examples_in == examples_rejected + examples_capped + examples_exemplar_pool
+                   + examples_rendered
     records_rendered == records_accepted + records_rejected
-    records_accepted == records_selected + records_dropped_by_mix
+    records_accepted == records_selected + records_dropped_by_mix + records_deduplicated
+                        + records_decontaminated
     """
 
     model_config = ConfigDict(extra="forbid")
 
     cluster: str = ""
+    role: Literal["train", "eval"] = Field(
+        default="train", description="'eval': held out; its records form the eval split."
+    )
+    submix: str | None = None
     examples_in: int = 0
     examples_rejected: int = 0
     examples_capped: int = 0
+    examples_exemplar_pool: int = Field(
+        default=0, description="Eval examples set aside as exemplars, never rendered as queries."
+    )
     examples_rendered: int = 0
+    examples_by_split: dict[str, int] = Field(
+        default_factory=dict, description="Rendered examples per output split."
+    )
     records_target: int = 0
     records_rendered: int = 0
     records_rejected: int = 0
     records_accepted: int = 0
     records_selected: int = 0
     records_dropped_by_mix: int = 0
+    records_deduplicated: int = 0
+    records_decontaminated: int = 0
+    records_conflicting: int = Field(
+        default=0,
+        description="Selected records whose prompt equals another's with a different answer "
+        "(reported in mixed/conflicts.jsonl, not dropped).",
+    )
+    original_splits: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Selected records per output split, by the original dataset split.",
+    )
     rejected_by_rule: dict[str, int] = Field(default_factory=dict)
 
 
@@ -549,17 +715,34 @@ class Manifest(BaseModel):
     splits: dict[str, int] = Field(default_factory=dict)
     timings_s: dict[str, float] = Field(default_factory=dict)
     export: dict[str, Any] = Field(default_factory=dict)
+    decontamination: dict[str, Any] = Field(
+        default_factory=dict, description="What train was checked against, and what it found."
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="Plain-words warnings the card and `run` repeat."
+    )
 
     def check(self) -> list[str]:
         """Every way the counts fail to add up, as sentences (empty when they add up)."""
         problems = []
         for name, c in self.sources.items():
-            if c.examples_in != c.examples_rejected + c.examples_capped + c.examples_rendered:
-                problems.append(f"{name}: examples_in != rejected + capped + rendered")
+            examples = (
+                c.examples_rejected + c.examples_capped + c.examples_exemplar_pool
+                + c.examples_rendered
+            )  # fmt: skip
+            if c.examples_in != examples:
+                problems.append(
+                    f"{name}: examples_in != rejected + capped + exemplar_pool + rendered"
+                )
             if c.records_rendered != c.records_accepted + c.records_rejected:
                 problems.append(f"{name}: records_rendered != accepted + rejected")
-            if "mix" in self.stages_done and (
-                c.records_accepted != c.records_selected + c.records_dropped_by_mix
-            ):
-                problems.append(f"{name}: records_accepted != selected + dropped_by_mix")
+            mixed = (
+                c.records_selected + c.records_dropped_by_mix + c.records_deduplicated
+                + c.records_decontaminated
+            )  # fmt: skip
+            if "mix" in self.stages_done and c.records_accepted != mixed:
+                problems.append(
+                    f"{name}: records_accepted != selected + dropped_by_mix + deduplicated "
+                    "+ decontaminated"
+                )
         return problems

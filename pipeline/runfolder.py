@@ -59,8 +59,16 @@ EXAMPLE_SCHEMA = pa.schema(
         ("locator", pa.string()),
         ("fields", pa.string()),  # JSON: sources differ in schema; one file layout serves all
         ("key", pa.uint64()),
+        ("group", pa.string()),
+        ("out_split", pa.string()),
     ]
 )
+
+# Rendered and valid parts carry the output split of their example beside the record columns;
+# the mixture and the export hold the record columns only.
+PART_SCHEMA = RECORD_SCHEMA.append(pa.field("out_split", pa.string()))
+
+OUT_SPLITS = ("train", "validation", "eval")
 
 STAGES = ("load", "render", "validate", "mix", "export")
 
@@ -76,7 +84,7 @@ _OWN_FILES: dict[str, tuple[str, ...]] = {
     "examples": (rf"{_SLUG}/part-\d{{5}}\.parquet", rf"\.{_SLUG}\.all\.parquet"),
     "rendered": (rf"{_SLUG}/part-\d{{5}}\.parquet",),
     "valid": (rf"{_SLUG}/part-\d{{5}}\.parquet",),
-    "mixed": (rf"{_SLUG}\.parquet", r"\.buckets/b-\d{5}\.parquet"),
+    "mixed": (rf"{_SLUG}\.parquet", r"conflicts\.jsonl", r"\.buckets/b-\d{5}\.parquet"),
     "rejects": (rf"{_SLUG}/{_SLUG}/part-\d{{5}}\.jsonl",),
 }
 # mkstemp's temporary name for a final name: `.NAME.` + 8 random characters + `.tmp`.

@@ -23,16 +23,17 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .catalog import Catalog, builtin_root, catalog_for_recipe, load_recipe, recipe_context
-from .errors import CatalogError, RunFolderError
+from .errors import RunFolderError
 from .executor import Executor, LocalExecutor
 from .load import BadRow, DataMode, Example, iter_rows, open_source
-from .mix import example_key, plan_mixture
+from .mix import example_key
 from .models import Manifest, Recipe, Reject, SourceCounts
+from .plan import plan_recipe
 from .progress import NullProgress, Progress
 from .render import Renderer, RenderError, to_record
 from .runfolder import (
     EXAMPLE_SCHEMA,
-    RECORD_SCHEMA,
+    PART_SCHEMA,
     ParquetSink,
     PartSink,
     RejectSink,
@@ -45,6 +46,7 @@ from .runfolder import (
     write_rejects,
 )
 from .seeding import stable_id
+from .splits import POOL_SPLITS, Membership, group_function, out_split, resolve_sources
 from .validate import TEMPLATE_SYNTAX, check_record
 
 # Examples per part: the unit of parallel work. Fixed, so part files never depend on workers.
@@ -56,29 +58,6 @@ OUTPUT_DIR = {"render": "rendered", "validate": "valid"}
 
 def default_recipe_path() -> Path:
     return builtin_root() / "recipes" / "default.yaml"
-
-
-def resolve_sources(recipe: Recipe, catalog: Catalog) -> list[str]:
-    """The recipe's sources: named ones plus whole clusters, minus held-out clusters."""
-    clusters = catalog.clusters()
-    for cluster in [*recipe.clusters, *recipe.held_out_clusters]:
-        if cluster not in clusters:
-            raise CatalogError(
-                f"recipe {recipe.name!r}: unknown cluster {cluster!r} "
-                f"(known: {', '.join(sorted(clusters))})"
-            )
-    names = list(recipe.sources)
-    for cluster in recipe.clusters:
-        names += clusters[cluster]
-    held_out = {n for c in recipe.held_out_clusters for n in clusters[c]}
-    chosen = sorted(set(names) - held_out)
-    for name in chosen:
-        catalog.source(name)  # raises with the list of known sources
-        if not catalog.templates_for(name):
-            raise CatalogError(f"recipe {recipe.name!r}: source {name!r} has no templates")
-    if not chosen:
-        raise CatalogError(f"recipe {recipe.name!r}: selects no sources (all held out?)")
-    return chosen
 
 
 def templates_per_example(recipe: Recipe, n_templates: int) -> int:
@@ -96,7 +75,7 @@ class Prepared:
     recipe: Recipe
     recipe_path: Path
     catalog: Catalog
-    names: list[str]
+    members: dict[str, Membership]
     opened: dict[str, list[Any]]
     inputs: dict[str, str]
     source_dirs: list[Path]
@@ -139,7 +118,8 @@ def prepare(
     ]
     # Folders the recipe names are relative to the recipe file.
     catalog = catalog_for_recipe(src_dirs, tpl_dirs)
-    names = resolve_sources(recipe, catalog)
+    members = resolve_sources(recipe, catalog)
+    names = list(members)
     opened = {}
     with progress.task("opening sources", len(names)) as advance:
         for name in names:
@@ -147,7 +127,7 @@ def prepare(
             advance(1)
     inputs = {name: _fingerprint_source(catalog, name, opened[name]) for name in names}
     return Prepared(
-        recipe, recipe_path.resolve(), catalog, names, opened, inputs, src_dirs, tpl_dirs, data
+        recipe, recipe_path.resolve(), catalog, members, opened, inputs, src_dirs, tpl_dirs, data
     )
 
 
@@ -195,12 +175,12 @@ def load_stage(
                 sum(len(s) for s in p.opened[name]),
                 templates_per_example(p.recipe, len(p.catalog.templates_for(name))),
             )
-            for name in p.names
+            for name in p.members
         }
-        plans = plan_mixture(p.recipe.mixing, sizes)
+        plans = plan_recipe(p.recipe, sizes, p.members)
         total = sum(size for size, _ in sizes.values())
         with progress.task("load", total) as advance:
-            for name in p.names:
+            for name in p.members:
                 counts = _load_source(
                     folder,
                     p.recipe,
@@ -211,9 +191,12 @@ def load_stage(
                     plans[name].examples_needed,
                     advance,
                     p.run_fingerprint,
+                    p.members[name],
                 )
                 counts.records_target = plans[name].records_target
                 counts.cluster = p.catalog.source(name).spec.cluster
+                counts.role = p.members[name].role
+                counts.submix = p.members[name].submix
                 manifest.sources[name] = counts
         manifest.stages_done = ["load"]
         manifest.timings_s["load"] = round(time.perf_counter() - started, 3)
@@ -245,14 +228,17 @@ def _load_source(
     needed: int,
     advance: Callable[[int], None],
     run: str,
+    member: Membership,
 ) -> SourceCounts:
     """Normalise every row, reject bad ones and later duplicates of an id, and keep the
-    ``needed`` examples with the smallest seeded keys.
+    ``needed`` examples with the smallest seeded keys. Each example gets its split group and
+    its output split here, once.
 
     Memory stays flat in the size of the source: rows stream to a temporary parquet file, and the
     duplicate and cap decisions need only its 8-byte key column.
     """
     source = catalog.source(name)
+    group_of = group_function(source, recipe.limits.max_render_seconds)
     counts = SourceCounts()
     all_path = folder.root / "examples" / f".{name}.all.parquet"
     with RejectSink(folder.rejects("load", name, 0)) as rejects:
@@ -274,8 +260,24 @@ def _load_source(
                                 )
                             )
                         else:
+                            try:
+                                group = group_of(item.example_id, item.fields)
+                            except Exception as exc:
+                                rejects.add(
+                                    _load_reject(
+                                        name,
+                                        item.split,
+                                        item.example_id,
+                                        "split_group",
+                                        f"{source.path}: split_group: {type(exc).__name__}: "
+                                        f"{exc}",
+                                        item.locator,
+                                    )
+                                )
+                                continue
                             key = example_key(recipe.seed, name, item.example_id)
-                            rows.append(_example_row(item, key))
+                            split = out_split(recipe, name, member.role, group)
+                            rows.append(_example_row(item, key, group, split))
                     sink.write_rows(rows)
                     advance(len(batch))
         keys = pq.read_table(all_path, columns=["key"]).column("key").to_numpy()
@@ -286,6 +288,7 @@ def _load_source(
         first_seen: dict[int, tuple[str, str]] = {}
         parts = PartSink(folder, "examples", name, EXAMPLE_SCHEMA, EXAMPLES_PER_PART, run)
         capped = 0
+        by_split: dict[str, int] = {}
         for batch in read_batches(all_path):
             table = pa.Table.from_batches([batch], schema=EXAMPLE_SCHEMA)
             batch_keys = table.column("key").to_pylist()
@@ -314,12 +317,17 @@ def _load_source(
                     )
                     capped -= 1  # counted below as not kept; it is a reject, not capped
             capped += keep.count(False)
-            parts.write_table(table.filter(pa.array(keep, type=pa.bool_())))
+            kept = table.filter(pa.array(keep, type=pa.bool_()))
+            for split in kept.column("out_split").to_pylist():
+                by_split[split] = by_split.get(split, 0) + 1
+            parts.write_table(kept)
         parts.close()
         counts.examples_rejected = rejects.count
         counts.rejected_by_rule = dict(rejects.by_rule)
     all_path.unlink()
-    counts.examples_rendered = parts.rows
+    counts.examples_exemplar_pool = by_split.pop("exemplar", 0)
+    counts.examples_rendered = parts.rows - counts.examples_exemplar_pool
+    counts.examples_by_split = dict(sorted(by_split.items()))
     counts.examples_capped = capped
     return counts
 
@@ -339,19 +347,28 @@ def _load_reject(
     )
 
 
-def _example_row(example: Example, key: int) -> dict[str, Any]:
+def _example_row(example: Example, key: int, group: str, split: str) -> dict[str, Any]:
     return {
         "example_id": example.example_id,
         "split": example.split,
         "locator": example.locator,
         "fields": json.dumps(example.fields, ensure_ascii=False, sort_keys=True),
         "key": key,
+        "group": group,
+        "out_split": split,
     }
 
 
-def _examples_of(batch: pa.RecordBatch) -> list[Example]:
+def examples_of(batch: pa.RecordBatch) -> list[Example]:
     return [
-        Example(ex["example_id"], ex["split"], json.loads(ex["fields"]), ex["locator"])
+        Example(
+            ex["example_id"],
+            ex["split"],
+            json.loads(ex["fields"]),
+            ex["locator"],
+            ex["group"],
+            ex["out_split"],
+        )
         for ex in batch.to_pylist()
     ]
 
@@ -384,19 +401,23 @@ def _context(out: str, fingerprint: str) -> tuple[Recipe, Catalog]:
 @functools.lru_cache(maxsize=64)
 def _renderer(out: str, fingerprint: str, source: str) -> Renderer:
     recipe, catalog = _context(out, fingerprint)
-    pool = _pool(RunFolder(Path(out)), source) if recipe.variants.few_shot > 0 else []
+    pool = few_shot_pool(RunFolder(Path(out)), source) if recipe.variants.few_shot > 0 else []
     return Renderer(catalog.source(source), catalog.templates_for(source), recipe, pool)
 
 
-def _pool(folder: RunFolder, source: str) -> list[Example]:
-    """The few-shot pool: the FEW_SHOT_POOL loaded examples with the smallest keys."""
+def few_shot_pool(folder: RunFolder, source: str) -> list[Example]:
+    """The few-shot pool: of the examples that may be exemplars (train ones, or an eval
+    source's exemplar pool), the FEW_SHOT_POOL with the smallest keys. Validation and eval
+    examples are never in it, so no held-out answer reaches a prompt."""
     heap: list[tuple[int, str]] = []
     rows: dict[str, Example] = {}
     for path in folder.parts("examples", source):
         for batch in read_batches(path):
             for key, example in zip(
-                batch.column("key").to_pylist(), _examples_of(batch), strict=True
+                batch.column("key").to_pylist(), examples_of(batch), strict=True
             ):
+                if example.out_split not in POOL_SPLITS:
+                    continue
                 item = (-key, example.example_id)
                 if len(heap) < FEW_SHOT_POOL:
                     heapq.heappush(heap, item)
@@ -412,7 +433,7 @@ def render_part(task: PartTask) -> PartResult:
     """Render one part of examples into records and write it (a top-level function, so worker
     processes and Ray can run it). Its output names come from the task alone."""
     n, rows, rejects, _ = _render_records(task)
-    table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=PART_SCHEMA)
     _finish_part(RunFolder(Path(task.out)), "render", task, table, rejects)
     return PartResult(n)
 
@@ -420,7 +441,7 @@ def render_part(task: PartTask) -> PartResult:
 def validate_part(task: PartTask) -> PartResult:
     """Check one part of rendered records; keep the good ones, reject the rest with a reason."""
     folder = RunFolder(Path(task.out))
-    table = pq.read_table(folder.part("rendered", task.source, task.part), schema=RECORD_SCHEMA)
+    table = pq.read_table(folder.part("rendered", task.source, task.part), schema=PART_SCHEMA)
     with_syntax = _examples_with_template_syntax(folder.part("examples", task.source, task.part))
     valid, rejects = _validate_records(task, table, table.to_pylist(), with_syntax)
     _finish_part(folder, "validate", task, valid, rejects)
@@ -432,7 +453,7 @@ def render_validate_part(task: PartTask) -> PartResult:
     exactly the files ``render_part`` then ``validate_part`` would."""
     folder = RunFolder(Path(task.out))
     n, rows, render_rejects, with_syntax = _render_records(task)
-    table = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=PART_SCHEMA)
     # The rows are still in memory: validate them as they are, not read back from Arrow.
     valid, validate_rejects = _validate_records(task, table, rows, with_syntax)
     _finish_part(folder, "render", task, table, render_rejects)
@@ -455,8 +476,10 @@ def _render_records(
     n = 0
     for batch in read_batches(folder.part("examples", task.source, task.part)):
         with_syntax |= _syntax_ids(batch)
-        for example in _examples_of(batch):
+        for example in examples_of(batch):
             n += 1
+            if example.out_split == "exemplar":
+                continue  # an eval source's exemplar: shown in prompts, never a query
             for result in renderer.render(example):
                 if isinstance(result, RenderError):
                     rejects.append(
@@ -472,7 +495,9 @@ def _render_records(
                         )
                     )
                 else:
-                    rows.append(to_record(source, example, result))
+                    row = to_record(source, example, result)
+                    row["out_split"] = example.out_split
+                    rows.append(row)
     return n, rows, rejects, with_syntax
 
 

@@ -141,7 +141,7 @@ def test_unknown_source_and_cluster(tmp_path: Path) -> None:
     code, _, err = _run(write(tmp_path / "a.yaml", "name: a\nsources: [snlii]\n"), tmp_path / "o")
     assert code == 1 and "unknown source 'snlii' (known: banking77," in err
     code, _, err = _run(write(tmp_path / "b.yaml", "name: b\nclusters: [nlii]\n"), tmp_path / "o")
-    assert code == 1 and "recipe 'b': unknown cluster 'nlii' (known: closed_book_qa," in err
+    assert code == 1 and "recipe 'b': clusters: unknown cluster 'nlii' (known: closed_book_qa," in err
 
 
 # --------------------------------------------------------------------- data files

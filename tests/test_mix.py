@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pipeline import CatalogError
-from pipeline.mix import apportion, plan_mixture, split_of
 from pipeline.models import Mixing
+from pipeline.plan import apportion, plan_mixture
+from pipeline.splits import split_of
 
 SIZES = {"big": (400_000, 10), "mid": (5_000, 4), "small": (100, 3)}
 

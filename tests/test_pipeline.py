@@ -31,14 +31,22 @@ def test_default_run_counts_add_up(default_run: tuple[Path, Manifest]) -> None:
     assert manifest.check() == []
     assert len(manifest.sources) >= 8
     for name, c in manifest.sources.items():
-        assert c.examples_in == c.examples_rejected + c.examples_capped + c.examples_rendered
+        assert c.examples_in == (
+            c.examples_rejected + c.examples_capped + c.examples_exemplar_pool
+            + c.examples_rendered
+        )  # fmt: skip
         assert c.records_rendered == c.records_accepted + c.records_rejected
-        assert c.records_accepted == c.records_selected + c.records_dropped_by_mix
+        assert c.records_accepted == (
+            c.records_selected + c.records_dropped_by_mix + c.records_deduplicated
+            + c.records_decontaminated
+        )  # fmt: skip
         rejects = sum(
             len(reject_lines(RunFolder(out), s, name)) for s in ("load", "render", "validate")
         )
         assert rejects == c.examples_rejected + c.records_rejected
-        assert sum(c.rejected_by_rule.values()) == rejects
+        mixed = len(reject_lines(RunFolder(out), "mix", name))
+        assert mixed == c.records_deduplicated + c.records_decontaminated
+        assert sum(c.rejected_by_rule.values()) == rejects + mixed
         valid = sum(pq.read_metadata(p).num_rows for p in RunFolder(out).parts("valid", name))
         assert valid == c.records_accepted
     exported = sum(

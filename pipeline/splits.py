@@ -1,0 +1,133 @@
+"""Which split every example goes to, decided once, at load, from the seed and stable ids.
+
+A source is either *train* (its examples go to train or validation, by split group) or *eval*
+(a held-out cluster or an ``eval_only`` entry: its examples go to the eval split, except those
+set aside as its few-shot exemplar pool). Examples that share a split group (one E2E meaning
+representation, one SNLI premise) land in the same split and never serve as each other's
+exemplars, so no validation or eval input reaches a train record by way of a sibling.
+
+Few-shot exemplars come only from train examples (or an eval source's exemplar pool), for
+records of every split: no validation or eval answer ever reaches a prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .catalog import Catalog, Source
+from .errors import CatalogError
+from .models import Recipe
+from .seeding import stable_unit
+
+Role = Literal["train", "eval"]
+# Output splits whose examples may be few-shot exemplars.
+POOL_SPLITS = frozenset({"train", "exemplar"})
+
+
+@dataclass(frozen=True)
+class Membership:
+    role: Role
+    submix: str | None = None
+
+
+def resolve_sources(recipe: Recipe, catalog: Catalog) -> dict[str, Membership]:
+    """The recipe's sources and what each is for: train (in a sub-mixture, if the recipe has
+    them) or eval (held-out clusters and ``eval_only`` entries)."""
+    clusters = catalog.clusters()
+
+    def expand(sources: list[str], cluster_names: list[str], what: str) -> list[str]:
+        names = list(sources)
+        for cluster in cluster_names:
+            if cluster not in clusters:
+                raise CatalogError(
+                    f"recipe {recipe.name!r}: {what}: unknown cluster {cluster!r} "
+                    f"(known: {', '.join(sorted(clusters))})"
+                )
+            names += clusters[cluster]
+        return names
+
+    # An eval_only entry may name a source or a whole cluster.
+    eval_entries = [e for e in recipe.eval_only if e not in clusters]
+    eval_clusters = [e for e in recipe.eval_only if e in clusters]
+    held = set(expand(eval_entries, eval_clusters, "eval_only"))
+    held |= set(expand([], recipe.held_out_clusters, "held_out_clusters"))
+    members: dict[str, Membership] = {}
+    if recipe.mixtures:
+        for mix in recipe.mixtures:
+            for name in expand(mix.sources, mix.clusters, f"mixtures.{mix.name}.clusters"):
+                if name in held:
+                    continue
+                other = members.get(name)
+                if other is not None and other.submix != mix.name:
+                    raise CatalogError(
+                        f"recipe {recipe.name!r}: source {name!r} is in two sub-mixtures "
+                        f"({other.submix!r} and {mix.name!r})"
+                    )
+                members[name] = Membership("train", mix.name)
+    else:
+        for name in expand(recipe.sources, recipe.clusters, "clusters"):
+            if name not in held:
+                members[name] = Membership("train")
+    for name in held:
+        members[name] = Membership("eval")
+    for name in members:
+        catalog.source(name)  # raises with the list of known sources
+        if not catalog.templates_for(name):
+            raise CatalogError(f"recipe {recipe.name!r}: source {name!r} has no templates")
+    if not members:
+        raise CatalogError(f"recipe {recipe.name!r}: selects no sources")
+    return dict(sorted(members.items()))
+
+
+def split_of(seed: int, source: str, group: str, validation_fraction: float) -> str:
+    """Train or validation, by split group, so no group straddles the two."""
+    if validation_fraction <= 0:
+        return "train"
+    u = stable_unit(seed, "split", source, group)
+    return "validation" if u < validation_fraction else "train"
+
+
+def out_split(recipe: Recipe, source: str, role: Role, group: str) -> str:
+    if role == "eval":
+        fraction = recipe.eval_exemplar_fraction
+        if fraction > 0 and stable_unit(recipe.seed, "exemplar-pool", source, group) < fraction:
+            return "exemplar"
+        return "eval"
+    return split_of(recipe.seed, source, group, recipe.validation_fraction)
+
+
+def group_function(source: Source, seconds: float) -> Callable[[str, dict[str, Any]], str]:
+    """``(example_id, fields) -> group key`` for a source: its ``split_group`` feature's value,
+    the value of its Jinja expression, or the example id when it declares none. A Jinja
+    expression that fails raises, and load rejects that example with the reason."""
+    spec = source.spec
+    expression = spec.split_group
+    if expression is None:
+        return lambda example_id, fields: example_id
+    if expression in spec.features:
+        return lambda example_id, fields: json.dumps(
+            fields.get(expression), sort_keys=True, ensure_ascii=False
+        )
+    if "{{" not in expression and "{%" not in expression:
+        raise CatalogError(
+            f"{source.path}: split_group: {expression!r} is neither a feature of the source "
+            f"({', '.join(sorted(spec.features))}) nor a Jinja expression such as "
+            "'{{ premise | lower }}'"
+        )
+    # Imported here: render imports the catalog, and only sources with an expression need it.
+    from .render import compile_text, make_environment
+    from .sandbox import deadline
+
+    try:
+        render = compile_text(make_environment(), expression)
+    except Exception as exc:
+        raise CatalogError(f"{source.path}: split_group: {exc}") from None
+
+    def group(example_id: str, fields: dict[str, Any]) -> str:
+        with deadline(seconds):
+            return render(dict(fields)).strip()
+
+    return group
