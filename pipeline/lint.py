@@ -1,7 +1,8 @@
 """Template lint: find template defects before a run, on every template and sample example.
 
-``lint_catalog`` checks each template statically (Jinja syntax, fields the source does not
-declare, Python internals the sandbox blocks, letters glued after a field) and then renders it
+``lint_catalog`` checks each template statically (Jinja syntax and every other compile error,
+fields the source does not declare, Python internals the sandbox blocks, letters glued after a
+field, functions or loops printed as text) and the source's rationale, and then renders it
 on the examples of the source's bundled sample, zero-shot with the options hidden and shown, the
 way the pipeline renders records. Each finding names the file, the template, the rule and one
 example that shows it.
@@ -25,11 +26,21 @@ import jinja2
 import jinja2.meta
 from jinja2 import nodes
 
+from . import helpers
 from .catalog import Catalog, Source, Template
 from .errors import PipelineError
 from .load import Example, iter_rows, open_source
 from .models import RESERVED_CONTEXT_NAMES, Recipe
-from .render import CompiledTemplate, Draw, Renderer, RenderError, make_environment
+from .render import (
+    CompiledTemplate,
+    Draw,
+    Renderer,
+    RenderError,
+    compile_problem,
+    make_environment,
+    printable,
+    rationale_text,
+)
 from .seeding import stable_key
 from .validate import TEMPLATE_SYNTAX
 
@@ -40,6 +51,7 @@ SYNTAX = "template_syntax"
 UNDEFINED = "undefined"
 UNDECLARED = "undeclared_field"
 SANDBOX = "sandbox"
+OBJECT_REPR = "object_repr"
 RENDER_ERROR = "render_error"
 EMPTY_PROMPT = "empty_prompt"
 EMPTY_OUTPUT = "empty_output"
@@ -114,6 +126,7 @@ def lint_source(
         return []
     report = _Report(source)
     env = make_environment()
+    _rationale_check(env, source, report)
     broken = {t.id for t in templates if not _static_checks(env, source, t, report)}
     if source.spec.sample is None:
         report.add(
@@ -185,6 +198,7 @@ class _Report:
         file: Path | None = None,
     ) -> None:
         tid = template.id if template is not None else None
+        message = printable(message)  # template text may hold lone surrogates: print safely
         entry = self.entries.get((tid, rule))
         if entry is None:
             path = file if file is not None else template.path if template else self.source.path
@@ -235,35 +249,37 @@ def _line(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
 
+def _syntax_message(part: str, exc: jinja2.TemplateSyntaxError) -> str:
+    if exc.lineno:
+        return f"{part}: line {exc.lineno}: {exc.message}"
+    return f"{part}: {exc.message}"
+
+
+def _rationale_check(env: jinja2.Environment, source: Source, report: _Report) -> None:
+    """The source's rationale compiles (else every chain-of-thought record is a reject)."""
+    text = rationale_text(source.spec)
+    problem = compile_problem(env, text) if text is not None else None
+    if problem is not None:
+        report.add(SYNTAX, None, _syntax_message("rationale", problem), file=source.path)
+
+
 def _static_checks(
     env: jinja2.Environment, source: Source, template: Template, report: _Report
 ) -> bool:
-    """Checks that need no example; False when the template does not even parse."""
-    known = set(source.spec.features) | RESERVED_CONTEXT_NAMES | set(env.globals)
+    """Checks that need no example; False when the template does not even compile."""
     parses = True
     for part, text in _texts(template):
-        try:
-            ast = env.parse(text)
-        except jinja2.TemplateSyntaxError as exc:
-            report.add(SYNTAX, template, f"{part}: line {exc.lineno}: {exc.message}")
+        problem = compile_problem(env, text)
+        if problem is not None:
+            report.add(SYNTAX, template, _syntax_message(part, problem))
             parses = False
             continue
-        unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - known)
-        if unknown:
-            report.add(
-                UNDECLARED,
-                template,
-                f"{part}: uses {', '.join(unknown)}, which source {source.name!r} does not "
-                f"declare (features: {', '.join(source.spec.features)})",
-            )
-        private = sorted(_private_access(ast))
-        if private:
-            reached = ", ".join(sorted({repr(name) for _, name in private}))
-            report.add(
-                SANDBOX,
-                template,
-                f"{part}: line {private[0][0]}: reaches {reached}, which the sandbox blocks",
-            )
+        try:
+            _tree_checks(env, source, template, part, env.parse(text), report)
+        except RecursionError:  # it compiled, with a few frames of stack this walk lacks
+            report.add(SYNTAX, template, f"{part}: nested too deeply to check")
+            parses = False
+            continue
         for m in _GLUED.finditer(text):
             if m.group(1) in _SUFFIXES:
                 continue
@@ -274,6 +290,59 @@ def _static_checks(
                 f"a field ({_snippet(text, m.start(), m.end())!r}); a missing space or '\\n'?",
             )
     return parses
+
+
+def _tree_checks(
+    env: jinja2.Environment,
+    source: Source,
+    template: Template,
+    part: str,
+    ast: nodes.Template,
+    report: _Report,
+) -> None:
+    """Fields the source does not declare, Python internals, objects printed as text."""
+    known = set(source.spec.features) | RESERVED_CONTEXT_NAMES | set(env.globals)
+    unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - known)
+    if unknown:
+        report.add(
+            UNDECLARED,
+            template,
+            f"{part}: uses {', '.join(unknown)}, which source {source.name!r} does not "
+            f"declare (features: {', '.join(source.spec.features)})",
+        )
+    private = sorted(_private_access(ast))
+    if private:
+        reached = ", ".join(sorted({repr(name) for _, name in private}))
+        report.add(
+            SANDBOX,
+            template,
+            f"{part}: line {private[0][0]}: reaches {reached}, which the sandbox blocks",
+        )
+    printed = sorted(_printed_objects(ast, env))
+    if printed:
+        line, name = printed[0]
+        report.add(
+            OBJECT_REPR,
+            template,
+            f"{part}: line {line}: prints {name!r}, a function or object: its text would be "
+            "a Python repr (a memory address that changes every run); call it instead",
+        )
+
+
+def _printed_objects(ast: nodes.Template, env: jinja2.Environment) -> Iterator[tuple[int, str]]:
+    """``{{ name }}`` where the name is a global function (``shuffle``, ``range``, ``cycler``),
+    a macro, ``loop`` or ``caller``, and the template does not assign it a value of its own."""
+    assigned = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    objects = set(env.globals) | helpers.SEEDED_NAMES | {"loop", "caller", "self"}
+    objects |= {m.name for m in ast.find_all(nodes.Macro)}
+    for output in ast.find_all(nodes.Output):
+        for child in output.nodes:
+            if (
+                isinstance(child, nodes.Name)
+                and child.name in objects
+                and child.name not in assigned
+            ):
+                yield child.lineno, child.name
 
 
 def _private_access(ast: nodes.Template) -> Iterator[tuple[int, str]]:

@@ -12,6 +12,7 @@ template helpers ``choice``/``shuffle``. The same ids give the same record on an
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +25,16 @@ from jinja2.runtime import Context
 from . import helpers
 from .catalog import Source, Template
 from .load import Example
-from .models import ClassLabel, Recipe, SequenceOfClassLabel
+from .models import ClassLabel, Recipe, SequenceOfClassLabel, SourceSpec
 from .options import OPENINGS, format_options
-from .sandbox import MAX_TEXT, RenderLimit, Sandbox, bounded_join, deadline, install_limits
+from .sandbox import (
+    ObjectRendered,
+    RenderLimit,
+    Sandbox,
+    deadline,
+    install_limits,
+    render_output,
+)
 from .seeding import stable_id, stable_keys, stable_rng
 
 CHOICE_SEPARATOR = "|||"
@@ -40,21 +48,76 @@ COT_TRIGGERS = (
     "Work it out step by step.",
 )
 Renderable = Callable[[dict[str, Any]], str]
+# Half of a UTF-16 pair on its own: Python holds it, no UTF-8 file or Arrow column can.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def make_environment() -> jinja2.Environment:
     """The one Jinja environment templates run in: sandboxed, strict, with our helpers."""
     env = Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
-    install_limits(env)
     helpers.install(env)
+    install_limits(env)  # after the helpers: their filters are wrapped too
     return env
 
 
 class RenderError(Exception):
     def __init__(self, rule: str, message: str, template_id: str) -> None:
-        super().__init__(message)
+        # The message may quote template text or data: lone surrogates are written as escapes,
+        # so it prints on any terminal and goes into the UTF-8 rejects file.
+        super().__init__(printable(message))
         self.rule = rule
         self.template_id = template_id
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udXXX`` escapes, and memory addresses
+    (``<function shuffle at 0x7f...>`` in an error about a key) left out: a reject's message is
+    output too, the same on every run."""
+    text = _ADDRESS.sub(" at 0x...", text)
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def rule_of(exc: Exception) -> str:
+    """The reject rule for an exception raised while rendering."""
+    if isinstance(exc, (RenderLimit, ObjectRendered)):
+        return exc.rule
+    if isinstance(exc, jinja2.UndefinedError):
+        return "undefined"
+    if isinstance(exc, SecurityError):
+        return "sandbox"
+    return "render_error"
+
+
+def syntax_problem(exc: Exception, part: str | None = None) -> str:
+    """Why a Jinja text does not compile: ``line N of its Jinja (part): message``, without the
+    line when none is known (a nesting too deep for Python has none)."""
+    what = f"its Jinja ({part})" if part else "its Jinja"
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        if exc.lineno:
+            return f"line {exc.lineno} of {what}: {exc.message}"
+        return f"{what}: {exc.message}"
+    return f"{what} cannot be compiled ({type(exc).__name__}: {exc})"
+
+
+def compile_problem(env: jinja2.Environment, source: str) -> jinja2.TemplateSyntaxError | None:
+    """The error compiling ``source`` raises, as a syntax error (any kind: Jinja syntax,
+    nesting too deep for Python, a number literal too long), or None when it compiles."""
+    try:
+        compile_text(env, source)
+    except jinja2.TemplateSyntaxError as exc:
+        return exc
+    except Exception as exc:  # the sandbox turns compile errors into syntax errors; belt and braces
+        return jinja2.TemplateSyntaxError(f"cannot be compiled ({type(exc).__name__}: {exc})", 0)
+    return None
+
+
+def rationale_text(spec: SourceSpec) -> str | None:
+    """A source's rationale as Jinja: a bare feature name becomes ``{{ name }}``."""
+    rationale = spec.rationale
+    if rationale is None:
+        return None
+    return rationale if "{" in rationale else "{{ " + rationale + " }}"
 
 
 @dataclass(frozen=True)
@@ -111,14 +174,18 @@ class CompiledTemplate:
             "system": spec.system,
             "jinja": spec.jinja,
         }
+        part = "instruction"
         try:
-            self._parts = {
-                k: self._compile(env, v) if v is not None else None for k, v in texts.items()
-            }
+            parts: dict[str, Renderable | None] = {}
+            for part, text in texts.items():
+                parts[part] = self._compile(env, text) if text is not None else None
+            self._parts = parts
+            part = "answer_choices"
             if isinstance(spec.answer_choices, str):
                 self._choices = self._compile(env, spec.answer_choices)
             elif spec.answer_choices is not None:
                 self._choices = [self._compile(env, c) for c in spec.answer_choices]
+            part = "the template"
             prompt_texts = [
                 t for k, t in texts.items() if t and k in ("instruction", "input", "jinja")
             ]
@@ -135,12 +202,11 @@ class CompiledTemplate:
                 *(jinja2.meta.find_undeclared_variables(env.parse(t)) for t in all_texts)
             )
             # The per-record generator is built only for templates that draw from it.
-            self.uses_rng = bool(used & helpers.SEEDED_NAMES)
-        except jinja2.TemplateSyntaxError as exc:
+            self.uses_rng = helpers.draws_randomness(used, all_texts)
+        except Exception as exc:  # every compile error, whatever its class, is this template's
             self.error = RenderError(
                 "template_syntax",
-                f"{template.path}: template {spec.id!r}: "
-                f"line {exc.lineno} of its Jinja: {exc.message}",
+                f"{template.path}: template {spec.id!r}: {syntax_problem(exc, part)}",
                 spec.id,
             )
 
@@ -212,14 +278,9 @@ class CompiledTemplate:
     def _fail(self, part: str, exc: Exception) -> RenderError:
         if isinstance(exc, RenderError):
             return exc
-        rule = exc.rule if isinstance(exc, RenderLimit) else "render_error"
-        if isinstance(exc, jinja2.UndefinedError):
-            rule = "undefined"
-        if isinstance(exc, SecurityError):
-            rule = "sandbox"
         t = self.template
         return RenderError(
-            rule,
+            rule_of(exc),
             f"{t.path}: template {t.spec.id!r}: {part}: {type(exc).__name__}: {exc}",
             t.spec.id,
         )
@@ -244,8 +305,9 @@ def compile_text(env: jinja2.Environment, source: str) -> Renderable:
         # The Context is built directly: Template.new_context would turn the globals ChainMap
         # into a set on every call, and they are already merged into the context dict here.
         ctx = Context(env, {**global_vars, **context}, name, blocks)
-        # Counted as it is produced: a runaway loop stops at the limit, not at memory's end.
-        return bounded_join(root(ctx), MAX_TEXT)
+        # Counted as it is produced: a runaway loop stops at the limit, not at memory's end;
+        # and everything the render builds on the way counts against one budget.
+        return render_output(root(ctx))
 
     return render
 
@@ -277,7 +339,8 @@ def _is_index(value: Any, names: list[str]) -> bool:
 class Renderer:
     """Renders examples of one source with its templates under one recipe.
 
-    ``pool`` holds the examples few-shot exemplars are drawn from (the source's loaded examples).
+    ``pool`` holds the examples few-shot exemplars are drawn from: the source's loaded train
+    examples (or an eval source's exemplar pool).
     """
 
     def __init__(
@@ -296,16 +359,26 @@ class Renderer:
         )
         per = recipe.templates_per_example
         self.k = len(self.templates) if per == "all" else min(per, len(self.templates))
-        self.pool_by_split: dict[str, list[Example]] = {}
         # Sorted by id, so exemplar draws depend on which examples are in the pool, not on the
-        # order they arrived in.
-        for ex in sorted(pool, key=lambda e: (e.split, e.example_id)):
-            self.pool_by_split.setdefault(ex.split, []).append(ex)
-        rationale = source.spec.rationale
+        # order they arrived in. The pool holds train examples only (or an eval source's own
+        # exemplar pool), whatever the query's split: no held-out answer reaches a prompt.
+        self.pool: list[Example] = sorted(pool, key=lambda e: e.example_id)
+        text = rationale_text(source.spec)
+        self.has_rationale = text is not None
         self.rationale: Renderable | None = None
-        if rationale is not None:
-            text = rationale if "{" in rationale else "{{ " + rationale + " }}"
-            self.rationale = compile_text(self.env, text)
+        # A rationale that does not compile is reported on every chain-of-thought record it
+        # would have made (like a broken template), not raised here, where it would stop a run.
+        self.rationale_error: str | None = None
+        self.rationale_rng = False
+        if text is not None:
+            try:
+                self.rationale = compile_text(self.env, text)
+                used = jinja2.meta.find_undeclared_variables(self.env.parse(text))
+                self.rationale_rng = helpers.draws_randomness(used, [text])
+            except Exception as exc:
+                self.rationale_error = (
+                    f"{source.path}: rationale of source {source.name!r}: {syntax_problem(exc)}"
+                )
 
     # -- decisions ----------------------------------------------------------------------------
 
@@ -327,9 +400,9 @@ class Renderer:
             base = "inverted"
         else:
             shares = [("zero_shot", v.zero_shot)]
-            if v.few_shot > 0 and len(self.pool_by_split.get(example.split, ())) > 1:
+            if v.few_shot > 0 and self._has_exemplars(example):
                 shares.append(("few_shot", v.few_shot))
-            if v.cot > 0 and spec.cot and self.rationale is not None:
+            if v.cot > 0 and spec.cot and self.has_rationale:
                 shares.append(("cot", v.cot))
             base = _weighted(shares, k_variant / 2**64)
         shown = spec.metadata.choices_in_prompt or (
@@ -354,14 +427,28 @@ class Renderer:
 
     def render_with(self, example: Example, compiled: CompiledTemplate, draw: Draw) -> Rendered:
         """One record, within the recipe's time limit; any failure is a RenderError."""
+        path = compiled.template.path
         try:
             with deadline(self.recipe.limits.max_render_seconds):
-                return self._render_with(example, compiled, draw)
+                rendered = self._render_with(example, compiled, draw)
         except RenderLimit as exc:
-            path = compiled.template.path
             raise RenderError(
                 exc.rule, f"{path}: template {compiled.id!r}: {exc}", compiled.id
             ) from None
+        except RenderError:
+            raise
+        except Exception as exc:  # anything else (options, exemplars) is this record's reject
+            raise RenderError(
+                rule_of(exc),
+                f"{path}: template {compiled.id!r}: {type(exc).__name__}: {exc}",
+                compiled.id,
+            ) from None
+        problem = _bad_text(rendered)
+        if problem is not None:
+            raise RenderError(
+                "bad_text", f"{path}: template {compiled.id!r}: {problem}", compiled.id
+            )
+        return rendered
 
     def _render_with(self, example: Example, compiled: CompiledTemplate, draw: Draw) -> Rendered:
         user, output, choices, system = self._single(example, compiled, draw)
@@ -411,12 +498,18 @@ class Renderer:
         return user, output, choices, parts.system
 
     def _rationale(self, example: Example, compiled: CompiledTemplate) -> str:
+        if self.rationale_error is not None:
+            raise RenderError("template_syntax", self.rationale_error, compiled.id)
         assert self.rationale is not None
+        context = template_context(self.source, example)
+        if self.rationale_rng:
+            rng = stable_rng(self.seed, "rationale-rng", self.source.name, example.example_id)
+            context.update(helpers.seeded_helpers(rng))
         try:
-            text = self.rationale(template_context(self.source, example)).strip()
+            text = self.rationale(context).strip()
         except Exception as exc:
             raise RenderError(
-                "render_error",
+                rule_of(exc),
                 f"{self.source.path}: rationale of source {self.source.name!r}: {exc}",
                 compiled.id,
             ) from None
@@ -424,12 +517,26 @@ class Renderer:
             raise RenderError("empty_rationale", "the example has an empty rationale", compiled.id)
         return text
 
+    @staticmethod
+    def _may_exemplify(other: Example, example: Example) -> bool:
+        """An exemplar is never the query, nor of the query's split group (a sibling would
+        hand the model the query's own input, or its answer)."""
+        if other.example_id == example.example_id:
+            return False
+        return not (other.group and other.group == example.group)
+
+    def _has_exemplars(self, example: Example) -> bool:
+        # The pool is sorted by id; two entries suffice to know one is not the query itself
+        # (a pool of one group only is found out in _exemplars, and the record is zero-shot).
+        return any(self._may_exemplify(other, example) for other in self.pool[:2])
+
     def _exemplars(
         self, example: Example, compiled: CompiledTemplate, draw: Draw, user: str, output: str
     ) -> list[tuple[str, str]]:
-        """Up to k (user, output) exemplars from the same source and split: seeded, never the
-        example itself nor a duplicate of it or of each other, within the character budget."""
-        pool = self.pool_by_split.get(example.split, [])
+        """Up to k (user, output) exemplars from the pool (train examples of the source):
+        seeded, never the example itself, its split group, its prompt text, nor a duplicate of
+        each other, within the character budget."""
+        pool = self.pool
         cfg = self.recipe.few_shot
         rng = stable_rng(self.seed, "fewshot", self.source.name, example.example_id, compiled.id)
         candidates = rng.sample(range(len(pool)), min(len(pool), cfg.k * 4 + 1))
@@ -438,14 +545,14 @@ class Renderer:
         shots: list[tuple[str, str]] = []
         for index in candidates:
             other = pool[index]
-            if other.example_id == example.example_id:
+            if not self._may_exemplify(other, example):
                 continue
             try:
                 shot = self._single(other, compiled, draw)[:2]
             except RenderError:
                 continue  # a bad exemplar is skipped; it gets its own reject as a target
             cost = len(shot[0]) + len(shot[1]) + 4
-            if shot in seen or cost > budget:
+            if shot in seen or shot[0] == user or cost > budget:
                 continue
             seen.add(shot)
             shots.append(shot)
@@ -463,8 +570,36 @@ class Renderer:
         return [("\n\n".join([*blocks, user]), output)]
 
 
+def _bad_text(rendered: Rendered) -> str | None:
+    """Where the record's text holds a lone surrogate (from a template literal such as
+    ``"\\ud800"``, ``'%c' % 55296`` or the data), or None."""
+    texts = [rendered.system or "", *(t for turn in rendered.turns for t in turn)]
+    texts += rendered.answer_choices or ()
+    if all(t.isascii() for t in texts):  # O(1) each: the common case costs nothing more
+        return None
+    for i, text in enumerate(texts):
+        m = _SURROGATE.search(text)
+        if m is None:
+            continue
+        if i == 0:
+            where = "system prompt"
+        elif i <= 2 * len(rendered.turns):
+            where = f"{('user', 'assistant')[(i - 1) % 2]} turn {(i + 1) // 2}"
+        else:
+            where = f"answer choice {i - 2 * len(rendered.turns)}"
+        return (
+            f"{where}: character {m.start() + 1} is a lone surrogate "
+            f"(U+{ord(m.group()):04X}), which is not Unicode text and cannot be written"
+        )
+    return None
+
+
 def _weighted(shares: list[tuple[str, float]], u: float) -> str:
     total = sum(w for _, w in shares)
+    if total <= 0:
+        # Only forms this template cannot take have a share (cot: 1, zero_shot: 0, and no
+        # rationale or cot flag): it takes the first form it can, zero-shot.
+        return shares[0][0]
     acc = 0.0
     for name, weight in shares:
         acc += weight / total
