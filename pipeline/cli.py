@@ -155,6 +155,13 @@ def _report(manifest: Manifest, quiet: bool, as_json: bool, stage: str) -> None:
             f"mix dropped {dropped['duplicates']} duplicate and {dropped['contaminated']} "
             "contaminated train records (rejects/mix has each one with its reason)"
         )
+    conflicting = sum(c.records_conflicting for c in manifest.sources.values())
+    if "mix" in manifest.stages_done and conflicting:
+        console.print(
+            f"{conflicting} selected records share their prompt with a record of another "
+            "answer (mixed/conflicts.jsonl; kept: multi-reference data and inverted templates "
+            "have them by design)"
+        )
     for warning in manifest.warnings:
         console.print(f"[yellow]warning: {escape(warning)}")
     if "export" in manifest.stages_done:

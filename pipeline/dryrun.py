@@ -52,7 +52,8 @@ def dry_run(
         "recipe": prepared.recipe.name,
         "sources": sources,
         "clusters": _totals(sources, "cluster"),
-        "splits": _sum_maps(s["records_by_split"] for s in sources.values()),
+        # The mixture always has a train split, as the run's manifest does.
+        "splits": _sum_maps([{"train": 0}, *(s["records_by_split"] for s in sources.values())]),
         "variants": _sum_maps(s["variants"] for s in sources.values()),
         "eval_sources": sorted(n for n, s in sources.items() if s["role"] == "eval"),
     }

@@ -244,11 +244,13 @@ class SourceSpec(Strict):
     hub: HubSpec
     sample: SampleSpec | None = None
     features: dict[str, FeatureType] = Field(min_length=1)
-    split_group: str | None = Field(
+    split_group: str | list[str] | None = Field(
         default=None,
         description="What ties examples together so they land in the same split and never "
         "serve as each other's few-shot exemplars: a feature name (`premise`), or a Jinja "
-        "expression over the example (`{{ premise | lower }}`). Default: each example alone.",
+        "expression over the example (`{{ premise | lower }}`). A list of them joins examples "
+        "that share any one value (PAWS: `[sentence1, sentence2]`, since one sentence recurs "
+        "across pairs). Default: each example alone.",
     )
     decontaminate_on: list[str] | None = Field(
         default=None,

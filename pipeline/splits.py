@@ -20,7 +20,7 @@ from typing import Any, Literal
 from .catalog import Catalog, Source
 from .errors import CatalogError
 from .models import Recipe
-from .seeding import stable_unit
+from .seeding import stable_key, stable_unit
 
 Role = Literal["train", "eval"]
 # Output splits whose examples may be few-shot exemplars.
@@ -99,21 +99,29 @@ def out_split(recipe: Recipe, source: str, role: Role, group: str) -> str:
     return split_of(recipe.seed, source, group, recipe.validation_fraction)
 
 
-def group_function(source: Source, seconds: float) -> Callable[[str, dict[str, Any]], str]:
-    """``(example_id, fields) -> group key`` for a source: its ``split_group`` feature's value,
-    the value of its Jinja expression, or the example id when it declares none. A Jinja
-    expression that fails raises, and load rejects that example with the reason."""
+def group_function(source: Source, seconds: float) -> Callable[[str, dict[str, Any]], list[str]]:
+    """``(example_id, fields) -> group keys`` for a source: the values of its ``split_group``
+    features or Jinja expressions, or the example id when it declares none. Examples sharing
+    any key form one group (see ``GroupJoiner``). A Jinja expression that fails raises, and
+    load rejects that example with the reason."""
     spec = source.spec
-    expression = spec.split_group
-    if expression is None:
-        return lambda example_id, fields: example_id
-    if expression in spec.features:
-        return lambda example_id, fields: json.dumps(
-            fields.get(expression), sort_keys=True, ensure_ascii=False
-        )
-    if "{{" not in expression and "{%" not in expression:
+    entries = spec.split_group
+    if entries is None:
+        return lambda example_id, fields: [example_id]
+    listed = [entries] if isinstance(entries, str) else entries
+    parts = [_group_part(source, e, seconds) for e in listed]
+    # One key space for every entry: a sentence that is one pair's first and another's second
+    # (PAWS) joins the two, which is the point.
+    return lambda example_id, fields: [part(fields) for part in parts]
+
+
+def _group_part(source: Source, entry: str, seconds: float) -> Callable[[dict[str, Any]], str]:
+    spec = source.spec
+    if entry in spec.features:
+        return lambda fields: json.dumps(fields.get(entry), sort_keys=True, ensure_ascii=False)
+    if "{{" not in entry and "{%" not in entry:
         raise CatalogError(
-            f"{source.path}: split_group: {expression!r} is neither a feature of the source "
+            f"{source.path}: split_group: {entry!r} is neither a feature of the source "
             f"({', '.join(sorted(spec.features))}) nor a Jinja expression such as "
             "'{{ premise | lower }}'"
         )
@@ -122,12 +130,49 @@ def group_function(source: Source, seconds: float) -> Callable[[str, dict[str, A
     from .sandbox import deadline
 
     try:
-        render = compile_text(make_environment(), expression)
+        render = compile_text(make_environment(), entry)
     except Exception as exc:
         raise CatalogError(f"{source.path}: split_group: {exc}") from None
 
-    def group(example_id: str, fields: dict[str, Any]) -> str:
+    def part(fields: dict[str, Any]) -> str:
         with deadline(seconds):
             return render(dict(fields)).strip()
 
-    return group
+    return part
+
+
+class GroupJoiner:
+    """Connected components over group keys: two examples that share any key are one group.
+
+    Keys are held as 8-byte hashes; a group is named by the smallest hash in it, so the name
+    depends on which examples are loaded, never on the order they arrive in."""
+
+    def __init__(self) -> None:
+        self._parent: dict[int, int] = {}
+
+    def add(self, keys: list[str]) -> list[int]:
+        hashed = [stable_key(0, "group", k) for k in keys]
+        for h in hashed:
+            self._parent.setdefault(h, h)
+        for h in hashed[1:]:
+            self._union(hashed[0], h)
+        return hashed
+
+    def group(self, hashed: list[int]) -> str:
+        return f"{self._find(hashed[0]):016x}"
+
+    def _find(self, h: int) -> int:
+        parent = self._parent
+        root = h
+        while parent[root] != root:
+            root = parent[root]
+        while parent[h] != root:  # path compression
+            parent[h], h = root, parent[h]
+        return root
+
+    def _union(self, a: int, b: int) -> None:
+        ra, rb = self._find(a), self._find(b)
+        if ra != rb:
+            # The smaller hash is the root, so a group's name is its smallest key.
+            lo, hi = (ra, rb) if ra < rb else (rb, ra)
+            self._parent[hi] = lo

@@ -46,7 +46,14 @@ from .runfolder import (
     write_rejects,
 )
 from .seeding import stable_id
-from .splits import POOL_SPLITS, Membership, group_function, out_split, resolve_sources
+from .splits import (
+    POOL_SPLITS,
+    GroupJoiner,
+    Membership,
+    group_function,
+    out_split,
+    resolve_sources,
+)
 from .validate import TEMPLATE_SYNTAX, check_record
 
 # Examples per part: the unit of parallel work. Fixed, so part files never depend on workers.
@@ -239,6 +246,7 @@ def _load_source(
     """
     source = catalog.source(name)
     group_of = group_function(source, recipe.limits.max_render_seconds)
+    joiner = GroupJoiner()
     counts = SourceCounts()
     all_path = folder.root / "examples" / f".{name}.all.parquet"
     with RejectSink(folder.rejects("load", name, 0)) as rejects:
@@ -261,7 +269,7 @@ def _load_source(
                             )
                         else:
                             try:
-                                group = group_of(item.example_id, item.fields)
+                                hashed = joiner.add(group_of(item.example_id, item.fields))
                             except Exception as exc:
                                 rejects.add(
                                     _load_reject(
@@ -276,8 +284,8 @@ def _load_source(
                                 )
                                 continue
                             key = example_key(recipe.seed, name, item.example_id)
-                            split = out_split(recipe, name, member.role, group)
-                            rows.append(_example_row(item, key, group, split))
+                            # The group is known once every row is in: named in the 2nd pass.
+                            rows.append(_example_row(item, key, json.dumps(hashed), ""))
                     sink.write_rows(rows)
                     advance(len(batch))
         keys = pq.read_table(all_path, columns=["key"]).column("key").to_numpy()
@@ -317,7 +325,9 @@ def _load_source(
                     )
                     capped -= 1  # counted below as not kept; it is a reject, not capped
             capped += keep.count(False)
-            kept = table.filter(pa.array(keep, type=pa.bool_()))
+            kept = _with_groups(
+                table.filter(pa.array(keep, type=pa.bool_())), joiner, recipe, name, member
+            )
             for split in kept.column("out_split").to_pylist():
                 by_split[split] = by_split.get(split, 0) + 1
             parts.write_table(kept)
@@ -330,6 +340,20 @@ def _load_source(
     counts.examples_by_split = dict(sorted(by_split.items()))
     counts.examples_capped = capped
     return counts
+
+
+def _with_groups(
+    table: pa.Table, joiner: GroupJoiner, recipe: Recipe, name: str, member: Membership
+) -> pa.Table:
+    """Name each example's group (its component of shared keys) and so its output split."""
+    groups = [joiner.group(json.loads(h)) for h in table.column("group").to_pylist()]
+    splits = [out_split(recipe, name, member.role, g) for g in groups]
+    table = table.set_column(
+        table.schema.get_field_index("group"), "group", pa.array(groups, pa.string())
+    )
+    return table.set_column(
+        table.schema.get_field_index("out_split"), "out_split", pa.array(splits, pa.string())
+    )
 
 
 def _load_reject(
