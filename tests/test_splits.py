@@ -455,3 +455,46 @@ dedup: {exact: false, normalized: false}
 )
 def test_hub_mode_reads_the_train_split_unless_the_spec_says(hub: str, read: list[str]) -> None:
     assert HubSpec.model_validate(yaml.safe_load(hub)).splits_read == read
+
+
+def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = tokens(text)
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_no_train_record_shares_a_13_gram_with_held_out_text_on_real_data(
+    tmp_path: Path,
+) -> None:
+    """The bundled samples, with paraphrase held out as the eval split (FLAN's protocol):
+    after decontamination, no train record shares a 13-gram with any validation or eval
+    example's text, counted here by a plain set of word tuples, independent of the index."""
+    recipe = write(
+        tmp_path / "heldout.yaml",
+        """
+        name: heldout
+        seed: 9
+        clusters: [nli, paraphrase, sentiment]
+        held_out_clusters: [paraphrase]
+        mixing: {strategy: proportional, cap: 800}
+        validation_fraction: 0.05
+        variants: {zero_shot: 0.5, few_shot: 0.5}
+        """,
+    )
+    out = tmp_path / "out"
+    manifest = run_recipe(recipe, out)
+    assert manifest.check() == []
+    assert manifest.splits["eval"] > 0 and manifest.sources["paws"].role == "eval"
+    assert assert_nothing_held_out_in_train(out) > 50
+    held: set[tuple[str, ...]] = set()
+    for row in _examples(out).values():
+        if row["out_split"] in ("validation", "eval"):
+            for text in _strings(json.loads(row["fields"])):
+                held |= _ngrams(text, 13)
+    train = _records(out, "train")
+    shared = [
+        r["id"]
+        for r in train
+        if _ngrams("\n".join(m["content"] for m in r["messages"]), 13) & held
+    ]
+    assert shared == []
+    assert len(train) > 1000
