@@ -19,7 +19,6 @@ target keeps two exports (from any run folders) off one target.
 from __future__ import annotations
 
 import configparser
-import fcntl
 import json
 import math
 import os
@@ -52,6 +51,8 @@ from .runfolder import (
     _umask,
     atomic_text,
     read_batches,
+    sign_lock,
+    try_lock,
 )
 
 LICENSE_IDS = {
@@ -432,16 +433,12 @@ def _export_lock(target: Path) -> Iterator[None]:
     path = target.parent / f".{target.name}.export.lock"
     while True:
         fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            fh.close()
+        holder = try_lock(fh)
+        if holder is not None:
             raise PipelineError(
                 f"{target}: in use by another instructmix export (pid {holder}); "
                 "wait for it to finish or export to another folder"
-            ) from None
+            )
         try:
             same = os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
         except FileNotFoundError:
@@ -450,10 +447,7 @@ def _export_lock(target: Path) -> Iterator[None]:
             break
         fh.close()
     try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
+        sign_lock(fh)
         yield
     finally:
         with suppress(OSError):

@@ -307,20 +307,13 @@ class RunFolder:
             fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
         except OSError as exc:
             raise _write_error(path, exc) from None
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            fh.close()
+        holder = try_lock(fh)
+        if holder is not None:
             raise RunFolderError(
                 f"{self.root}: in use by another instructmix process (pid {holder}); "
                 "wait for it to finish or use another --out"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
+            )
+        sign_lock(fh)
         _HELD.add(key)
         try:
             yield
@@ -437,6 +430,27 @@ class RunFolder:
     def write_manifest(self, manifest: Manifest) -> None:
         with atomic_text(self.manifest_path) as fh:
             fh.write(manifest.model_dump_json(indent=2) + "\n")
+
+
+def try_lock(fh: IO[str]) -> str | None:
+    """Take an exclusive OS lock on an open lock file without waiting: None when taken, else
+    the pid its holder wrote into it (the file is closed then)."""
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        return holder
+    return None
+
+
+def sign_lock(fh: IO[str]) -> None:
+    """Write this process's pid into a lock file it holds, for the message a waiter gets."""
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
 
 
 def read_batches(path: Path, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
