@@ -478,7 +478,7 @@ def sources_list(
             "cluster": s.spec.cluster,
             "task": s.spec.task,
             "license": s.spec.license,
-            "hub": s.spec.hub.id,
+            "hub": s.spec.hub.id if s.spec.hub else None,
             "templates": len(catalog.templates_for(s.name)),
         }
         for s in sorted(catalog.sources.values(), key=lambda s: s.name)

@@ -659,7 +659,8 @@ def dataset_card(
     for name in sorted(used):
         s = specs[name]
         cite = " ".join(s.citation.split()) if s.citation else "(no citation given)"
-        lines.append(f"- **{name}** ({s.license}; {s.homepage or s.hub.id}): {cite}")
+        where = s.homepage or (s.hub.id if s.hub else "local data")
+        lines.append(f"- **{name}** ({s.license}; {where}): {cite}")
     lines += [
         "",
         "## Load",

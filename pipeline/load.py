@@ -29,7 +29,14 @@ from typing import Any, Literal
 
 from .catalog import Source
 from .errors import SourceError
-from .models import ClassLabel, CsvOptions, FeatureType, FieldMap, SequenceOfClassLabel
+from .models import (
+    ClassLabel,
+    CsvOptions,
+    FeatureType,
+    FieldMap,
+    SequenceOfClassLabel,
+    SourceSpec,
+)
 from .seeding import stable_id
 
 DataMode = Literal["sample", "hub"]
@@ -84,6 +91,11 @@ def open_source(source: Source, data: DataMode) -> list[SplitData]:
     if data == "sample":
         return [_open_sample(source, datasets)]
     hub = source.spec.hub
+    if hub is None:
+        raise SourceError(
+            f"{source.path}: source {source.name!r} has no 'hub' (its data is local only); "
+            "build it with --data sample"
+        )
     out = []
     for split in hub.splits_read:
         where = f"hub:{hub.id}" + (f"/{hub.config}" if hub.config else "") + f"[{split}]"
@@ -510,9 +522,15 @@ def _column_for(source: Source, feature: str, hub_mode: bool) -> str:
     return mapped.column if isinstance(mapped, FieldMap) else mapped
 
 
+def _id_field(spec: SourceSpec, hub_mode: bool) -> str | None:
+    if hub_mode:
+        return spec.hub.id_field if spec.hub else None
+    return spec.sample.id_field if spec.sample else None
+
+
 def _check_columns(source: Source, columns: list[str], where: str, hub_mode: bool) -> None:
     spec = source.spec
-    id_field = spec.hub.id_field if hub_mode else (spec.sample.id_field if spec.sample else None)
+    id_field = _id_field(spec, hub_mode)
     wanted = {_column_for(source, f, hub_mode) for f in spec.features}
     if id_field:
         wanted.add(id_field)
@@ -533,7 +551,7 @@ def iter_rows(
     it without holding the source in memory."""
     spec = source.spec
     hub_mode = data == "hub"
-    id_field = spec.hub.id_field if hub_mode else (spec.sample.id_field if spec.sample else None)
+    id_field = _id_field(spec, hub_mode)
     index = 0
     plan = _plan(source, hub_mode)
     for batch in _batches(source, split_data):

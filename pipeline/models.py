@@ -241,7 +241,11 @@ class SourceSpec(Strict):
     license: str = Field(min_length=1)
     citation: str = ""
     homepage: str = ""
-    hub: HubSpec
+    hub: HubSpec | None = Field(
+        default=None,
+        description="Where the full dataset lives on the Hub (`--data hub`); leave it out for "
+        "data that exists only in local files.",
+    )
     sample: SampleSpec | None = None
     features: dict[str, FeatureType] = Field(min_length=1)
     split_group: str | list[str] | None = Field(
@@ -271,6 +275,8 @@ class SourceSpec(Strict):
         clash = RESERVED_CONTEXT_NAMES & set(self.features)
         if clash:
             raise ValueError(f"feature names {sorted(clash)} are reserved for the template context")
+        if self.hub is None and self.sample is None:
+            raise ValueError("a source needs 'hub', 'sample', or both")
         if self.sample:
             unknown = set(self.sample.fields) - set(self.features)
             if unknown:

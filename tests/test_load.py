@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import SourceError, load_catalog
+from pipeline import SourceError, load_catalog, run_recipe
 from pipeline.load import BadRow, Example, RowError, convert_value, iter_rows, open_source
 from pipeline.models import ClassLabel, FieldMap, SequenceOfClassLabel
 
@@ -210,3 +210,20 @@ def test_hub_failure_is_one_line_naming_source(tmp_path: Path, monkeypatch) -> N
         open_source(catalog.source("gone"), "hub")
     assert "source 'gone': hub:nobody/does-not-exist-xyz[train]" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_local_only_source_needs_no_hub(tmp_path: Path, user_catalog: Path) -> None:
+    spec = user_catalog / "sources" / "mini_nli.yaml"
+    spec.write_text(
+        spec.read_text(encoding="utf-8").replace(
+            "hub: {id: someone/mini_nli, splits: [train]}\n", ""
+        ),
+        encoding="utf-8",
+    )
+    recipe = user_catalog / "recipes" / "mini.yaml"
+    manifest = run_recipe(recipe, tmp_path / "out")
+    assert manifest.sources["mini_nli"].records_selected > 0
+    card = (tmp_path / "out" / "dataset" / "README.md").read_text(encoding="utf-8")
+    assert "**mini_nli** (CC0-1.0; local data)" in card
+    with pytest.raises(SourceError, match=r"has no .hub. .* build it with --data sample"):
+        run_recipe(recipe, tmp_path / "hub", data="hub")
