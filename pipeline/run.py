@@ -8,17 +8,21 @@ ends with exactly the bytes of an uninterrupted one.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from .errors import RunFolderError
+import pyarrow.parquet as pq
+
+from .errors import PipelineError, RunFolderError
 from .executor import ExecutorName, make_executor
 from .export import export_stage
 from .load import DataMode
 from .mix import mix_stage
 from .models import Manifest
 from .progress import NullProgress, Progress
-from .runfolder import RunFolder
+from .runfolder import RunFolder, reject_lines
 from .stages import load_stage, prepare, render_validate_stage, validate_stage
 
 
@@ -34,15 +38,19 @@ def run_recipe(
     address: str | None = None,
     resume: bool = True,
     progress: Progress | None = None,
+    max_reject_share: float | None = None,
 ) -> Manifest:
     """Build a recipe (default: the bundled one) into ``out``; returns the final manifest.
 
     ``workers`` processes (None: every core) or a Ray cluster (``executor="ray"``) render and
     validate; the output bytes are the same either way. ``resume=False`` rebuilds from scratch.
+    ``max_reject_share``: stop before the mix when a source, or one template of it, loses more
+    than this share of its examples or records to rejects (a misspelt field would otherwise
+    ship an empty source); None or 0: never.
     """
     progress = progress or NullProgress()
     folder = RunFolder(Path(out))
-    with folder.lock():
+    with folder.lock(create=True):
         prepared = prepare(
             Path(recipe) if recipe is not None else None,
             data=data,
@@ -65,6 +73,8 @@ def run_recipe(
                     validate_stage(folder.root, executor=pool, progress=progress, resume=True)
             finally:
                 pool.close()
+        if max_reject_share:
+            check_reject_shares(folder, max_reject_share)
         if "mix" not in done:
             mix_stage(folder.root, progress=progress)
         if "export" not in done:
@@ -93,3 +103,46 @@ def _stages_to_keep(folder: RunFolder, fingerprint: str) -> list[str]:
     ):
         return ["load"]  # render and validate redo exactly the stale parts
     return list(manifest.stages_done)
+
+
+def check_reject_shares(folder: RunFolder, limit: float) -> None:
+    """Raise when a source rejects more than ``limit`` of its examples at load, or a template
+    more than ``limit`` of its records at render and validate, naming each with its top rule."""
+    manifest = folder.read_manifest()
+    problems = []
+    for name, counts in manifest.sources.items():
+        if counts.examples_in and counts.examples_rejected / counts.examples_in > limit:
+            rule = _top_rule(reject_lines(folder, "load", name))
+            problems.append(
+                f"source {name!r}: {counts.examples_rejected} of {counts.examples_in} examples "
+                f"rejected at load (mostly {rule})"
+            )
+        rendered: Counter[str] = Counter()
+        for path in folder.parts("rendered", name):
+            column = pq.read_table(path, columns=["template_id"]).column("template_id")
+            rendered.update(column.to_pylist())
+        rejected: dict[str, list[dict[str, Any]]] = {}
+        for stage in ("render", "validate"):
+            for row in reject_lines(folder, stage, name):
+                rejected.setdefault(row["template_id"], []).append(row)
+        for template, rows in sorted(rejected.items()):
+            # Records a render rejected never reach the rendered parts; validate's did.
+            total = rendered[template] + sum(r["stage"] == "render" for r in rows)
+            if total and len(rows) / total > limit:
+                problems.append(
+                    f"template {template!r} of {name!r}: {len(rows)} of {total} records "
+                    f"rejected (mostly {_top_rule(rows)})"
+                )
+    if problems:
+        raise PipelineError(
+            f"{folder.root}: rejects above --max-reject-share {limit:g}: "
+            + "; ".join(problems)
+            + ". See `instructmix rejects --out "
+            f"{folder.root}`, fix the catalog, or rerun with --max-reject-share 0 to go on"
+        )
+
+
+def _top_rule(rows: list[dict[str, Any]]) -> str:
+    rule = Counter(r["rule"] for r in rows).most_common(1)[0][0]
+    example = next(r["message"] for r in rows if r["rule"] == rule)
+    return f"{rule}: {example[:160]}"

@@ -290,7 +290,7 @@ class RunFolder:
         return sorted(p for p in paths if _REJECT_PART.fullmatch(p.name))
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, create: bool = False) -> Iterator[None]:
         """Hold the folder for one process: a second run on it stops with a clear message.
 
         An OS lock (flock) is released when its process dies, even by SIGKILL, so a crashed run
@@ -301,6 +301,11 @@ class RunFolder:
             yield
             return
         self.claim()
+        if not create and not self.root.is_dir():
+            # Only load and run start a run folder; a later stage on a missing one is a typo.
+            raise RunFolderError(
+                f"{self.root}: no run folder here; run `instructmix load` (or `run`) first"
+            )
         path = self.root / ".lock"
         try:
             self.root.mkdir(parents=True, exist_ok=True)

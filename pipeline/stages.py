@@ -151,7 +151,7 @@ def load_stage(
     """Stage 1: read the recipe's sources into ``out/examples`` (the cap pushed down)."""
     progress = progress or NullProgress()
     folder = RunFolder(out)
-    with folder.lock():
+    with folder.lock(create=True):
         started = time.perf_counter()
         p = prepared or prepare(
             recipe_path,

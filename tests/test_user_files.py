@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import Manifest, run_recipe
-from pipeline.errors import RunFolderError
+from pipeline.errors import PipelineError, RunFolderError
 from pipeline.mix import mix_stage
 from pipeline.stages import load_stage, render_stage
 
@@ -198,3 +198,49 @@ def test_a_part_from_another_run_is_never_kept(tmp_path: Path, user_catalog: Pat
     rows = pq.read_table(out / "dataset" / "data").to_pylist()
     prompts = [r["messages"][0]["content"] for r in rows if r["template_id"] == "does-it-follow"]
     assert prompts and all("NEW" in p for p in prompts)
+
+
+def test_a_later_stage_never_creates_a_missing_folder(tmp_path: Path) -> None:
+    for stage in ("render", "validate", "mix", "export"):
+        missing = tmp_path / f"typo-{stage}"
+        result = _cli(stage, "--out", str(missing), "-q")
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            f"error: {missing}: no run folder here; run `instructmix load` (or `run`) first"
+        )
+        assert not missing.exists()
+
+
+def test_a_template_that_rejects_most_of_its_records_stops_the_run(
+    tmp_path: Path, user_catalog: Path
+) -> None:
+    templates = user_catalog / "templates" / "mini_nli.yaml"
+    templates.write_text(
+        templates.read_text(encoding="utf-8").replace(
+            'from \\"{{ premise }}', 'from \\"{{ premsie }}'
+        ),
+        encoding="utf-8",
+    )
+    recipe = user_catalog / "recipes" / "mini.yaml"
+    out = tmp_path / "out"
+    with pytest.raises(PipelineError) as caught:
+        run_recipe(recipe, out, max_reject_share=0.5)
+    message = str(caught.value)
+    assert "template 'does-it-follow' of 'mini_nli': 4 of 4 records rejected" in message
+    assert "(mostly undefined:" in message and "premsie" in message
+    assert "--max-reject-share 0 to go on" in message
+    assert not (out / "dataset").exists()
+    # Off, the same build goes on and ships the records that did render.
+    manifest = run_recipe(recipe, out, max_reject_share=0)
+    assert manifest.sources["mini_nli"].records_selected == 4
+
+
+def test_a_source_whose_rows_all_fail_stops_the_run(tmp_path: Path, user_catalog: Path) -> None:
+    # Labels from another label set: every row is a bad_label reject.
+    data = user_catalog / "data" / "mini_nli.jsonl"
+    rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()]
+    data.write_text(
+        "".join(json.dumps({**r, "gold": "paraphrase"}) + "\n" for r in rows), encoding="utf-8"
+    )
+    with pytest.raises(PipelineError, match=r"source 'mini_nli': 4 of 4 examples rejected at load"):
+        run_recipe(user_catalog / "recipes" / "mini.yaml", tmp_path / "out", max_reject_share=0.5)
