@@ -715,6 +715,15 @@ def _provenance_section(manifest: Manifest, used: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append("Decontamination was turned off for this build.")
+    train = [c.original_splits.get("train", {}) for c in manifest.sources.values()]
+    total = sum(n for origins in train for n in origins.values())
+    borrowed = sum(n for origins in train for s, n in origins.items() if s != "train")
+    if borrowed:
+        lines += [
+            "",
+            f"{borrowed} of {total} train records ({borrowed / total:.0%}) come from the "
+            "evaluation (dev or test) splits of their datasets.",
+        ]
     if manifest.warnings:
         lines += ["", "**Warnings**", ""] + [f"- {w}" for w in manifest.warnings]
     return lines
