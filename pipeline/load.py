@@ -118,7 +118,21 @@ def _open_sample(source: Source, datasets: Any) -> SplitData:
         # (pandas made `02134` a float, `NA` a null; pyarrow made big ids floats), and a guess
         # rewrites what the spec declares. Values come out as written; _normalise converts them.
         table = TextTable.open(source, path, fmt)
-        _check_columns(source, table.columns, str(path), hub_mode=False)
+        try:
+            _check_columns(source, table.columns, str(path), hub_mode=False)
+        except SourceError:
+            if table.one_object is not None:
+                # One line holding one object: a JSON document whose rows sit under a key, not
+                # a one-row JSON Lines file (its "columns" are the document's keys).
+                raise SourceError(
+                    _object_file_message(table.where, table.one_object, f"source {source.name!r}")
+                ) from None
+            if not table.columns and table.first_bad is not None:
+                raise SourceError(
+                    f"{table.where}: no row is a JSON object ({table.first_bad}) "
+                    f"(source {source.name!r})"
+                ) from None
+            raise
         return SplitData(sample.split, table, table.where)
     try:
         ds = datasets.load_dataset(
@@ -231,6 +245,10 @@ class TextTable:
         self.columns: list[str] = []
         self.rows = 0
         self._header: list[str] | None = None  # a CSV's, once read
+        # Set by open(): the only row, when the file is a single JSON object; the first row that
+        # is not an object.
+        self.one_object: dict[str, Any] | None = None
+        self.first_bad: str | None = None
         self._fingerprint = ""  # what stages uses for a split that is not a local file
 
     @classmethod
@@ -244,10 +262,22 @@ class TextTable:
         if st.st_size == 0:
             raise SourceError(f"{table.where}: file is empty (source {source.name!r})")
         columns: dict[str, None] = {}
+        first: dict[str, Any] | _BadRecord | None = None
         for record in table.records():
             table.rows += 1
+            if table.rows == 1:
+                first = record
             if isinstance(record, dict):
                 columns.update(dict.fromkeys(record))
+            elif table.first_bad is None:
+                table.first_bad = f"row {table.rows}: {record.message}"
+        if (
+            table.rows == 1
+            and isinstance(first, dict)
+            and any(_is_rows(v) for v in first.values())
+            and table._reads_json_lines()
+        ):
+            table.one_object = first
         if table.fmt == "csv":
             columns = dict.fromkeys(table._header or [])
         table.columns = list(columns)
@@ -343,6 +373,9 @@ class TextTable:
 
     # -- JSON
 
+    def _reads_json_lines(self) -> bool:
+        return self.fmt != "csv" and self.sample.json_field is None and not self._starts_with(b"[")
+
     def _starts_with(self, prefix: bytes) -> bool:
         with _open_regular(self.real) as fh:
             head = fh.read(4096)
@@ -356,6 +389,13 @@ class TextTable:
         try:
             return _json_loads(text)
         except json.JSONDecodeError as err:
+            if err.msg == "Extra data" and self.sample.json_field is not None:
+                raise SourceError(
+                    f"{self.where}:{err.lineno}: a second JSON value starts here (column "
+                    f"{err.colno}): the file looks like JSON Lines, but sample.json_field "
+                    f"reads a list under a key of one JSON object; leave json_field out "
+                    f"(source {self.source.name!r})"
+                ) from None
             raise SourceError(
                 f"{self.where}:{err.lineno}: invalid JSON: {err.msg} (column {err.colno}) "
                 f"(source {self.source.name!r})"
@@ -367,16 +407,33 @@ class TextTable:
 
     def _json_list(self, data: Any, field: str | None) -> Iterator[dict[str, Any] | _BadRecord]:
         if field is not None:
-            if not isinstance(data, dict) or not isinstance(data.get(field), list):
+            if not isinstance(data, dict):
                 raise SourceError(
-                    f"{self.where}: no list under the key {field!r} (sample.json_field; "
-                    f"source {self.source.name!r})"
+                    f"{self.where}: sample.json_field is {field!r}, but the file is "
+                    f"{_kind_of_json(data)}, not a JSON object"
+                    + (
+                        "; leave json_field out to read its items as rows"
+                        if isinstance(data, list)
+                        else ""
+                    )
+                    + f" (source {self.source.name!r})"
+                )
+            if not isinstance(data.get(field), list):
+                problem = (
+                    f"its value is {_kind_of_json(data[field])}, not a list"
+                    if field in data
+                    else "the object has no such key"
+                )
+                raise SourceError(
+                    f"{self.where}: sample.json_field {field!r}: {problem}; "
+                    f"{_object_keys_and_hint(data)} (source {self.source.name!r})"
                 )
             data = data[field]
         for item in data:
             yield _record(item, "item")
 
     def _json_lines(self) -> Iterator[dict[str, Any] | _BadRecord]:
+        seen_a_line = False
         with _open_regular(self.real) as fh:
             for lineno, raw in enumerate(fh, 1):
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
@@ -385,8 +442,19 @@ class TextTable:
                 try:
                     value = _json_loads(line)
                 except json.JSONDecodeError as err:
+                    # A pretty-printed JSON document fails on its first line (`{` alone).
+                    document = self._whole_object() if not seen_a_line else None
+                    if document is not None:
+                        raise SourceError(
+                            _object_file_message(
+                                self.where, document, f"source {self.source.name!r}"
+                            )
+                        ) from None
+                    problem = err.msg
+                    if err.msg == "Extra data":
+                        problem = "a second JSON value follows the first on this line"
                     raise SourceError(
-                        f"{self.where}:{lineno}: invalid JSON line: {err.msg} (column "
+                        f"{self.where}:{lineno}: invalid JSON line: {problem} (column "
                         f"{err.colno}) (source {self.source.name!r})"
                     ) from None
                 except (RecursionError, ValueError) as exc:
@@ -394,7 +462,17 @@ class TextTable:
                         f"{self.where}:{lineno}: invalid JSON line: {_json_problem(exc)} "
                         f"(source {self.source.name!r})"
                     ) from None
+                seen_a_line = True
                 yield _record(value, "line")
+
+    def _whole_object(self) -> dict[str, Any] | None:
+        """The file as one JSON object, when it is one (a JSON Lines line failed to parse, and a
+        pretty-printed JSON document fails on its first line)."""
+        try:
+            document = self._json_document()
+        except SourceError:
+            return None
+        return document if isinstance(document, dict) else None
 
     def _utf8_error(self) -> str:
         with _open_regular(self.real) as fh:
@@ -407,6 +485,45 @@ class TextTable:
                         f"column {err.start + 1}) (source {self.source.name!r})"
                     )
         return f"{self.where}: not UTF-8 text (source {self.source.name!r})"
+
+
+def _object_keys_and_hint(data: dict[str, Any]) -> str:
+    """The keys of a JSON object with what each holds, and which to give as
+    ``sample.json_field`` (the keys holding a list of objects)."""
+    shown = []
+    for key, value in list(data.items())[:12]:
+        if isinstance(value, list):
+            objects = sum(isinstance(v, dict) for v in value)
+            what = f"a list of {len(value):,} items, {objects:,} of them objects"
+            if objects == len(value):
+                what = f"a list of {len(value):,} objects"
+        elif isinstance(value, dict):
+            what = "an object"
+        else:
+            what = _kind_of_json(value)
+        shown.append(f"{key!r} ({what})")
+    more = f" and {len(data) - 12} more" if len(data) > 12 else ""
+    keys = f"its keys: {', '.join(shown)}{more}" if data else "it has no keys"
+    lists = [k for k, v in data.items() if _is_rows(v)]
+    if len(lists) == 1:
+        hint = f"set `sample.json_field: {lists[0]}` to read the rows under that key"
+    elif lists:
+        hint = "set `sample.json_field:` to the key whose list holds the rows (one of "
+        hint += ", ".join(repr(k) for k in lists) + "; a second split needs a second source)"
+    else:
+        hint = "no key holds a list of objects to read as rows"
+    return f"{keys}; {hint}"
+
+
+def _is_rows(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _object_file_message(where: str, data: dict[str, Any], reader: str) -> str:
+    return (
+        f"{where}: the file is one JSON object, not JSON Lines or a JSON array of rows; "
+        f"{_object_keys_and_hint(data)} ({reader})"
+    )
 
 
 def _record(value: Any, what: str) -> dict[str, Any] | _BadRecord:
@@ -449,13 +566,13 @@ def _shown(path: Path) -> str:
     return text
 
 
-def _diagnose(path: Path, fmt: str, source: str, exc: BaseException) -> str:
+def _diagnose(path: Path, fmt: str, source: str, exc: BaseException, named: bool = False) -> str:
     """One line naming the file, and the line in it, that load_dataset could not read.
 
     load_dataset's own errors are generic ("An error occurred while generating the dataset");
     the cause is found again here by reading the file the simple way.
     """
-    where = f"source {source!r}"
+    where = source if named else f"source {source!r}"
     if path.stat().st_size == 0:
         return f"{path}: file is empty ({where})"
     with open(path, "rb") as fh:
@@ -469,25 +586,72 @@ def _diagnose(path: Path, fmt: str, source: str, exc: BaseException) -> str:
                 )
     if fmt == "json":
         text = path.read_text(encoding="utf-8")
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as err:
+            document = err
+        if isinstance(document, dict) and any(_is_rows(v) for v in document.values()):
+            return _object_file_message(str(path), document, where)
         if text.lstrip().startswith("["):
-            try:
-                json.loads(text)
-            except json.JSONDecodeError as err:
+            if isinstance(document, json.JSONDecodeError):
                 return (
-                    f"{path}:{err.lineno}: invalid JSON: {err.msg} (column {err.colno}) ({where})"
+                    f"{path}:{document.lineno}: invalid JSON: {document.msg} (column "
+                    f"{document.colno}) ({where})"
                 )
+            bad = _lone_surrogate(document)
+            if bad is not None:
+                return f"{path}: {bad} ({where})"
         else:
             for lineno, line in enumerate(text.splitlines(), 1):
                 if not line.strip():
                     continue
                 try:
-                    json.loads(line)
+                    value = json.loads(line)
                 except json.JSONDecodeError as err:
                     return (
                         f"{path}:{lineno}: invalid JSON line: {err.msg} (column {err.colno}) "
                         f"({where})"
                     )
+                # Python's json reads "\ud800" as a lone surrogate; Arrow's reader refuses it,
+                # and its fallback (pandas) then says "Trailing data at position N".
+                bad = _lone_surrogate(value)
+                if bad is not None:
+                    return f"{path}:{lineno}: {bad} ({where})"
     return f"{path}: cannot read as {fmt} ({where}): {_root_cause(exc)}"
+
+
+def _lone_surrogate(value: Any, depth: int = 0) -> str | None:
+    """Where a JSON value holds a lone surrogate (``"\\ud800"``), which is not Unicode text."""
+    texts: list[str] = []
+    if isinstance(value, str):
+        texts = [value]
+    elif isinstance(value, dict) and depth < 100:
+        for key, item in value.items():
+            found = _lone_surrogate(key, depth + 1) or _lone_surrogate(item, depth + 1)
+            if found:
+                return found
+    elif isinstance(value, list) and depth < 100:
+        for item in value:
+            found = _lone_surrogate(item, depth + 1)
+            if found:
+                return found
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return (
+                f"a string holds a lone surrogate ({text[err.start]!r}, written as a "
+                f"\\u escape), which is not Unicode text"
+            )
+    return None
+
+
+# The name other readers of user data files (decontamination's `against`) can call.
+def diagnose_file(path: Path, fmt: str, what: str, exc: BaseException) -> str:
+    """One line naming what is wrong in a data file that ``datasets.load_dataset`` could not
+    read: the line of invalid UTF-8 or JSON, a lone surrogate, a JSON object file, or the
+    reader's own root cause. ``what`` names who reads it (``source 'x'``)."""
+    return _diagnose(path, fmt, what, exc, named=True)
 
 
 def _root_cause(exc: BaseException) -> str:

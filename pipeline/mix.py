@@ -25,6 +25,7 @@ from .catalog import Catalog, recipe_context
 from .decontam import EvalIndex, Overlap, conversation_texts
 from .dedup import RecordHashes, conflicting_prompts, keeper_index, record_hashes
 from .errors import CatalogError, RunFolderError
+from .load import diagnose_file
 from .models import EvalData, Manifest, Recipe, Reject, SourceCounts
 from .progress import NullProgress, Progress
 from .runfolder import (
@@ -176,11 +177,11 @@ def read_eval_data(data: EvalData, base: Path) -> list[tuple[str, str]]:
     local file or a Hub dataset, both through ``datasets.load_dataset``."""
     import datasets
 
+    path = (base / data.path).resolve() if data.path is not None else None
+    builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+    kind = builder.get(path.suffix) if path is not None else None
     try:
-        if data.path is not None:
-            path = (base / data.path).resolve()
-            builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-            kind = builder.get(path.suffix)
+        if path is not None:
             if kind is None:
                 raise CatalogError(
                     f"decontamination.against {data.name!r}: {path}: use a .jsonl, .json, "
@@ -196,8 +197,11 @@ def read_eval_data(data: EvalData, base: Path) -> list[tuple[str, str]]:
     except CatalogError:
         raise
     except Exception as exc:
+        what = f"decontamination.against {data.name!r}"
+        if path is not None:
+            raise CatalogError(diagnose_file(path, kind or "json", what, exc)) from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CatalogError(f"decontamination.against {data.name!r}: {first}") from None
+        raise CatalogError(f"{what}: {first}") from None
     missing = [f for f in data.fields if f not in ds.column_names]
     if missing:
         raise CatalogError(

@@ -28,16 +28,96 @@ def load_model(path: Path, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        # A misspelt key also makes the real key "missing"; the misspelling is the cause.
-        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-        error = errors[0]
-        loc = tuple(error["loc"])
-        msg = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        line = _line_of(node, loc) if node is not None else None
+        raise CatalogError(validation_message(path, exc, data, node)) from None
+
+
+def validation_message(path: Path, exc: ValidationError, data: Any, node: yaml.Node | None) -> str:
+    """Every problem pydantic found, one ``file:line: field: reason`` line each.
+
+    A misspelt key comes first: it also makes the real key "missing", and the misspelling is the
+    cause. Where a value may take several forms (a feature type is a name or a mapping; a
+    sample field a column name or a FieldMap), pydantic reports a failure for every form; only
+    the form the value was written in is reported, so ``{nmes: [a, b]}`` reads as a ClassLabel
+    with an unknown key, not also as a failed type name.
+    """
+    problems: list[tuple[bool, int, str]] = []
+    for error in _one_form_per_union(exc.errors(), data):
+        keys = error["keys"]
+        extra = error["type"] == "extra_forbidden"
+        msg = "unknown key" if extra else error["msg"]
+        line = _line_of(node, tuple(keys)) if node is not None else 0
         where = f"{path}:{line}" if line else str(path)
-        field = ".".join(str(p) for p in loc) or "(top level)"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise CatalogError(f"{where}: {field}: {msg}{more}") from None
+        field = ".".join(str(p) for p in keys) or "(top level)"
+        text = f"{where}: {field}: {msg}"
+        if all(text != seen for _, _, seen in problems):
+            problems.append((not extra, line, text))
+    problems.sort(key=lambda p: (p[0], p[1]))
+    return "\n".join(text for _, _, text in problems)
+
+
+def _split_loc(loc: tuple[Any, ...], error_type: str, data: Any) -> tuple[list[Any], list[int]]:
+    """The parts of ``loc`` that are keys or indexes of the document, and the positions of
+    those that are pydantic's names for the forms of a union (``ClassLabel``, ``str``)."""
+    keys: list[Any] = []
+    tags: list[int] = []
+    current: Any = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        if in_list or (isinstance(current, dict) and part in current):
+            keys.append(part)
+            current = current[part]
+        elif last and error_type == "missing":
+            keys.append(part)  # the key the document lacks
+        else:
+            tags.append(i)
+    return keys, tags
+
+
+def _one_form_per_union(errors: list[Any], data: Any) -> list[dict[str, Any]]:
+    """The errors with union form names left out of their paths; where every form of a union
+    failed, only those of the form closest to what was written (see validation_message)."""
+    split = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        keys, tags = _split_loc(loc, error["type"], data)
+        split.append((error, loc, keys, tags))
+    # Group the errors of one union by the path up to its first form name.
+    unions: dict[tuple[Any, ...], dict[Any, list[int]]] = {}
+    for n, (_, loc, _, tags) in enumerate(split):
+        if tags:
+            unions.setdefault(loc[: tags[0]], {}).setdefault(loc[tags[0]], []).append(n)
+    dropped: set[int] = set()
+    merged: dict[int, str] = {}
+    for prefix, forms in unions.items():
+        # A form whose errors lie inside the value (a mapping missing a key) matched the value's
+        # shape; a form failing at the value itself (expected a string) did not.
+        inside = {
+            form: ns
+            for form, ns in forms.items()
+            if any(len(split[n][1]) > len(prefix) + 1 for n in ns)
+        }
+        if inside:
+            best = min(inside, key=lambda form: len(inside[form]))
+            dropped.update(n for form, ns in forms.items() if form != best for n in ns)
+        else:
+            ns = [n for form in forms for n in forms[form]]
+            reasons = list(dict.fromkeys(_form_reason(split[n][0]) for n in ns))
+            merged[ns[0]] = "; or ".join(reasons)
+            dropped.update(ns[1:])
+    out = []
+    for n, (error, _, keys, _) in enumerate(split):
+        if n in dropped:
+            continue
+        out.append({"type": error["type"], "msg": merged.get(n, error["msg"]), "keys": keys})
+    return out
+
+
+def _form_reason(error: Any) -> str:
+    if error["type"] == "model_type":
+        name = str(error["loc"][-1])
+        return f"a mapping ({name})"
+    return str(error["msg"])
 
 
 class StrictConstruction:

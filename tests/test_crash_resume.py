@@ -102,7 +102,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_bytes(
 
 def test_a_second_run_on_the_same_folder_stops_with_a_clear_message(tmp_path: Path) -> None:
     out = tmp_path / "busy"
-    with RunFolder(out).lock():
+    with RunFolder(out).lock(create=True):
         result = subprocess.run(
             [sys.executable, "-m", "pipeline", "run", "--out", str(out), "-q"],
             capture_output=True,
