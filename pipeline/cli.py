@@ -20,7 +20,7 @@ from rich.table import Table
 from . import __version__
 from .catalog import load_catalog
 from .dryrun import dry_run as dry_run_plan
-from .errors import PipelineError
+from .errors import CatalogError, PipelineError
 from .executor import ExecutorName, make_executor
 from .export import export_stage, push_to_hub, redact_secrets
 from .lint import lint_catalog
@@ -162,10 +162,25 @@ def _report(manifest: Manifest, quiet: bool, as_json: bool, stage: str) -> None:
             "answer (mixed/conflicts.jsonl; kept: multi-reference data and inverted templates "
             "have them by design)"
         )
-    for warning in manifest.warnings:
-        console.print(f"[yellow]warning: {escape(warning)}")
+    _print_warnings(console, manifest.warnings)
     if "export" in manifest.stages_done:
         console.print(f"dataset: {manifest.export.get('path')}")
+
+
+def _print_warnings(console: Console, warnings: list[str]) -> None:
+    """The manifest's warnings; many of one kind (train rows from evaluation splits, one per
+    source) as one line naming the sources, with the card holding each in full."""
+    borrowed = [w for w in warnings if "train records come from the dataset's evaluation" in w]
+    if len(borrowed) > 3:
+        names = ", ".join(w.split(":", 1)[0] for w in borrowed)
+        console.print(
+            f"[yellow]warning: train records of {len(borrowed)} sources ({escape(names)}) come "
+            "from their datasets' dev or test splits; do not report results on those splits "
+            "for a model trained on this mixture (the card lists them per source)"
+        )
+        warnings = [w for w in warnings if w not in borrowed]
+    for warning in warnings:
+        console.print(f"[yellow]warning: {escape(warning)}")
 
 
 def rejects_by_rule(manifest: Manifest) -> dict[str, int]:
@@ -252,6 +267,17 @@ def run(
         bool,
         typer.Option("--fresh", help="Rebuild from scratch instead of resuming finished work."),
     ] = False,
+    max_reject_share: Annotated[
+        float,
+        typer.Option(
+            "--max-reject-share",
+            min=0.0,
+            max=1.0,
+            help="Stop before the mix when a source loses more than this share of its examples "
+            "at load, or a template more than this share of its records (a misspelt field "
+            "would ship an empty source). 0: never stop.",
+        ),
+    ] = 0.5,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -295,6 +321,7 @@ def run(
             address=address,
             resume=not fresh,
             progress=progress,
+            max_reject_share=max_reject_share,
         )
     )
     _report(manifest, quiet, as_json, "run")
@@ -446,7 +473,14 @@ def rejects(
     source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
     rule: Annotated[str | None, typer.Option("--rule", help="Only this rule.")] = None,
     n: Annotated[int, typer.Option("-n", help="Show this many rejects after the summary.")] = 5,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print every matching reject as a JSON list on stdout (stage, source, split, "
+            "example_id, template_id, rule, message, locator).",
+        ),
+    ] = False,
 ) -> None:
     """Why examples and records were left out: counts by stage, source and rule, then examples."""
     table = _guard(lambda: read_rejects(out, source, rule))
@@ -468,7 +502,16 @@ def rejects(
 
 @sources_app.command("list")
 def sources_list(
-    sources: SourcesOpt = None, templates: TemplatesOpt = None, as_json: JsonOpt = False
+    sources: SourcesOpt = None,
+    templates: TemplatesOpt = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the sources as a JSON list on stdout: {name, cluster, task, license, "
+            "hub, templates} each.",
+        ),
+    ] = False,
 ) -> None:
     """List every source with its cluster, licence and template count."""
     catalog = _catalog(sources, templates)
@@ -518,7 +561,14 @@ def templates_list(
     source: Annotated[str | None, typer.Argument(help="Only this source's templates.")] = None,
     sources: SourcesOpt = None,
     templates: TemplatesOpt = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the templates as a JSON list on stdout: {source, id, inverted, "
+            "choices, file} each.",
+        ),
+    ] = False,
 ) -> None:
     """List templates per source with their flags."""
     catalog = _catalog(sources, templates)
@@ -547,6 +597,16 @@ def templates_list(
     Console().print(table)
 
 
+LintRecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--recipe",
+        help="Recipe file or catalog recipe name: use its variants, option styles, few-shot "
+        "settings, limits, system prompt and catalog folders, as run does.",
+    ),
+]
+
+
 @templates_app.command("preview")
 def templates_preview(
     source: Annotated[str, typer.Argument(help="Source whose templates to render.")],
@@ -559,17 +619,50 @@ def templates_preview(
         typer.Option(
             "--variant",
             help="Force a form: zero_shot_opt, zero_shot_noopt, few_shot_opt, few_shot_noopt, "
-            "cot (default: the draw the default recipe would make).",
+            "cot, inverted. A template that cannot take it is left out (named on stderr); an "
+            "error if it is the -t template or no template can. Default: run's own draw.",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the draws.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed for the draws (default 0; with --recipe: its seed)."),
+    ] = None,
+    recipe: LintRecipeOpt = None,
     sources: SourcesOpt = None,
     templates: TemplatesOpt = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print a JSON list on stdout: each record as run exports it (with its "
+            "out_split under --recipe), or {template_id, example_id, stage, rule, error} for "
+            "one run would reject.",
+        ),
+    ] = False,
 ) -> None:
-    """Render real sample examples with a source's templates, to read in the terminal."""
-    catalog = _catalog(sources, templates)
-    records = _guard(lambda: preview_records(catalog, source, template, n, variant, seed))
+    """Render real sample examples with a source's templates, to read in the terminal.
+
+    With --recipe: the examples that recipe loads, drawn as its run draws them (variants,
+    option styles, few-shot pool and settings, limits, system prompt, templates per example),
+    and checked by run's validation: what run would make of them."""
+    catalog = None if recipe else _catalog(sources, templates)
+    skipped: list[str] = []
+    records = _guard(
+        lambda: preview_records(
+            catalog,
+            source,
+            template,
+            n,
+            variant,
+            seed,
+            recipe=recipe,
+            source_dirs=sources or [],
+            template_dirs=templates or [],
+            skipped=skipped,
+        )
+    )
+    for line in skipped:
+        typer.echo(f"left out: {line}", err=True)
     if as_json:
         typer.echo(json.dumps(records, indent=2, ensure_ascii=False))
         return
@@ -593,19 +686,40 @@ def templates_preview(
 
 @templates_app.command("lint")
 def templates_lint(
-    source: Annotated[str | None, typer.Argument(help="Only this source (default: all).")] = None,
+    source: Annotated[
+        str | None,
+        typer.Argument(help="Only this source (default: all; with --recipe: the recipe's)."),
+    ] = None,
     max_examples: Annotated[
         int | None,
         typer.Option("--max-examples", help="Check at most this many sample rows per source."),
     ] = None,
+    recipe: LintRecipeOpt = None,
     sources: SourcesOpt = None,
     templates: TemplatesOpt = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the findings as a JSON list on stdout: {severity, rule, source, "
+            "template_id, file, message, example_id} each.",
+        ),
+    ] = False,
 ) -> None:
-    """Check every template on every sample example; exit 1 if any error is found."""
-    catalog = _catalog(sources, templates)
+    """Check every template on every sample example; exit 1 if any error is found.
+
+    With --recipe: in the forms that recipe draws (options hidden/shown, chain-of-thought,
+    its option styles, limits and system prompt), so a template it renders cleanly passes."""
+    names: list[str] | None
+    if recipe:
+        catalog, lint_recipe, names = _guard(
+            lambda: _lint_recipe(recipe, source, sources or [], templates or [])
+        )
+    else:
+        catalog, lint_recipe = _catalog(sources, templates), None
+        names = [source] if source else None
     findings = _guard(
-        lambda: lint_catalog(catalog, [source] if source else None, max_examples=max_examples)
+        lambda: lint_catalog(catalog, names, max_examples=max_examples, recipe=lint_recipe)
     )
     errors = [f for f in findings if f.severity == "error"]
     if as_json:
@@ -615,11 +729,28 @@ def templates_lint(
             typer.echo(str(finding))
         typer.echo(
             f"{len(errors)} error(s), {len(findings) - len(errors)} warning(s) in "
-            f"{len(catalog.templates) if source is None else 1} source(s)",
+            f"{len(catalog.templates) if names is None else len(names)} source(s)",
             err=True,
         )
     if errors:
         raise typer.Exit(1)
+
+
+def _lint_recipe(
+    recipe: str, source: str | None, source_dirs: list[Path], template_dirs: list[Path]
+) -> tuple[Any, Any, list[str]]:
+    """(catalog, recipe, sources to lint) for ``lint --recipe``, resolved as run resolves it."""
+    from .stages import prepare
+
+    prepared = prepare(Path(recipe), source_dirs=source_dirs, template_dirs=template_dirs)
+    built = sorted(prepared.members)
+    if source is not None and source not in prepared.members:
+        raise CatalogError(
+            f"recipe {prepared.recipe.name!r} does not build source {source!r} (it builds: "
+            f"{', '.join(built) or 'none'})"
+        )
+    names = [source] if source else [n for n in built if prepared.catalog.templates_for(n)]
+    return prepared.catalog, prepared.recipe, names
 
 
 @templates_app.command("import-promptsource")
@@ -653,7 +784,12 @@ def templates_import_promptsource(
 
 
 @recipes_app.command("list")
-def recipes_list(as_json: JsonOpt = False) -> None:
+def recipes_list(
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print a JSON object on stdout: recipe name -> recipe file."),
+    ] = False,
+) -> None:
     """List the bundled recipes."""
     catalog = _catalog(None, None)
     rows = {name: str(path) for name, path in sorted(catalog.recipes.items())}

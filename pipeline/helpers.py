@@ -20,6 +20,7 @@ import jinja2
 from jinja2.runtime import Context
 from jinja2.utils import pass_context
 
+from .options import letter_marker
 from .sandbox import MAX_TEXT, build_text, materialize, text_len
 
 SEEDED_NAMES = frozenset({"choice", "shuffle", "sample", "randint"})
@@ -155,9 +156,8 @@ def or_list(items: Sequence[Any], conjunction: str = "or") -> str:
 
 
 def letter(index: int) -> str:
-    if not 0 <= index < 26:
-        raise ValueError(f"no letter for option {index}")
-    return chr(ord("A") + index)
+    # The same markers as the options block, past Z too: (AA), (AB)...
+    return letter_marker(index)
 
 
 FILTERS: dict[str, Callable[..., Any]] = {

@@ -4,8 +4,15 @@
 fields the source does not declare, Python internals the sandbox blocks, letters glued after a
 field, functions or loops printed as text) and the source's rationale, and then renders it
 on the examples of the source's bundled sample, zero-shot with the options hidden and shown, the
-way the pipeline renders records. Each finding names the file, the template, the rule and one
-example that shows it.
+way the pipeline renders records, and checks each record with run's own validation rules (its
+limits included). Each finding names the file, the template, the rule and one example that
+shows it.
+
+With a recipe (``templates lint --recipe``) the records are the forms that recipe draws: its
+option styles, system prompt and limits; options hidden only if it ever hides them and shown
+only if it ever shows them; chain-of-thought too where it gives it a share. A template the
+recipe renders cleanly lints clean. Every sample row is still checked (not only those the
+recipe's caps keep): the full data holds rows like them.
 
 Whitespace and leftover Jinja delimiters are only blamed on a template when they survive a
 second render of the same example with its data cleaned (runs of spaces collapsed, line ends and
@@ -40,9 +47,11 @@ from .render import (
     make_environment,
     printable,
     rationale_text,
+    shows_all,
+    to_record,
 )
 from .seeding import stable_key
-from .validate import TEMPLATE_SYNTAX
+from .validate import TEMPLATE_SYNTAX, check_record, has_template_syntax
 
 Severity = Literal["error", "warning"]
 
@@ -64,6 +73,9 @@ TRAILING_WS = "trailing_whitespace"
 CONSTANT = "constant_render"
 NO_SAMPLE = "no_sample"
 BAD_SAMPLE = "sample_unreadable"
+CHOICES_NOT_SHOWN = "choices_not_in_prompt"
+# Rules of run's validation that lint's own checks above do not already cover.
+_ALREADY = frozenset({"empty_output", "empty_prompt", NOT_IN_CHOICES, LEFTOVER})
 
 WARNING_RULES = frozenset({DOUBLE_SPACE, TRAILING_WS, CONSTANT, NO_SAMPLE})
 
@@ -99,18 +111,24 @@ class Finding:
 
 
 def lint_catalog(
-    catalog: Catalog, sources: list[str] | None = None, max_examples: int | None = None
+    catalog: Catalog,
+    sources: list[str] | None = None,
+    max_examples: int | None = None,
+    recipe: Recipe | None = None,
 ) -> list[Finding]:
     """Lint the templates of ``sources`` (default: every source with templates).
 
     Every example of each bundled sample is rendered, or ``max_examples`` of them per source
-    (a subset drawn by a stable hash of the example ids, so the same subset every time).
+    (a subset drawn by a stable hash of the example ids, so the same subset every time), in
+    the forms ``recipe`` draws (default: zero-shot, options hidden and shown, every style).
     Findings come errors first, then by file, template and rule.
     """
     names = sources if sources is not None else sorted(catalog.templates)
     findings: list[Finding] = []
     for name in names:
-        findings += lint_source(catalog.source(name), catalog.templates_for(name), max_examples)
+        findings += lint_source(
+            catalog.source(name), catalog.templates_for(name), max_examples, recipe
+        )
     return sorted(findings, key=lambda f: (f.severity != "error", f.file, f.source, _tid(f)))
 
 
@@ -119,7 +137,10 @@ def _tid(f: Finding) -> tuple[str, str]:
 
 
 def lint_source(
-    source: Source, templates: Sequence[Template], max_examples: int | None = None
+    source: Source,
+    templates: Sequence[Template],
+    max_examples: int | None = None,
+    recipe: Recipe | None = None,
 ) -> list[Finding]:
     """Lint one source's templates: statically, then on (up to ``max_examples``) examples."""
     if not templates:
@@ -141,7 +162,7 @@ def lint_source(
     except PipelineError as exc:  # a missing or unreadable sample file
         report.add(BAD_SAMPLE, None, str(exc), file=source.path)
         return report.findings()
-    _render_checks(source, [t for t in templates if t.id not in broken], examples, report)
+    _render_checks(source, [t for t in templates if t.id not in broken], examples, report, recipe)
     return report.findings()
 
 
@@ -363,12 +384,37 @@ def _private_access(ast: nodes.Template) -> Iterator[tuple[int, str]]:
 # --------------------------------------------------------------------------- render checks
 
 
+def _forms(
+    renderer: Renderer, c: CompiledTemplate, recipe: Recipe | None
+) -> list[tuple[str, bool]]:
+    """(form, options shown) pairs to render: every form ``recipe`` can draw for ``c``
+    (without a recipe: zero-shot, options hidden and shown)."""
+    spec = c.template.spec
+    if spec.inverted:
+        return [("inverted", c.has_choices and spec.metadata.choices_in_prompt)]
+    if not c.has_choices or spec.metadata.choices_in_prompt:
+        shown: list[bool] = [c.has_choices]
+    elif recipe is None:
+        shown = [False, True]
+    else:
+        share = recipe.variants.options_shown
+        shown = [s for s, ok in ((False, share < 1), (True, share > 0)) if ok]
+    forms = [("zero_shot", s) for s in shown]
+    if recipe is not None and recipe.variants.cot > 0 and spec.cot and renderer.has_rationale:
+        forms += [("cot", s) for s in shown]
+    return forms
+
+
 def _render_checks(
-    source: Source, templates: list[Template], examples: list[Example], report: _Report
+    source: Source,
+    templates: list[Template],
+    examples: list[Example],
+    report: _Report,
+    recipe: Recipe | None = None,
 ) -> None:
     if not templates:
         return
-    renderer = Renderer(source, templates, Recipe(name="lint", sources=[source.name]))
+    renderer = Renderer(source, templates, recipe or Recipe(name="lint", sources=[source.name]))
     by_id = {c.id: c for c in renderer.templates}
     compiled = [by_id[t.id] for t in templates]  # file order
     # template id -> example id -> hash of (prompt, output), options hidden
@@ -376,24 +422,15 @@ def _render_checks(
     prompts: dict[str, set[int]] = {c.id: set() for c in compiled}
     first_ok: dict[str, str] = {}
 
+    forms_of = {c.id: _forms(renderer, c, recipe) for c in compiled}
     for example in examples:
         for c in compiled:
-            spec = c.template.spec
-            if c.has_choices and not spec.metadata.choices_in_prompt:
-                forms: tuple[bool, ...] = (False, True)
-            else:
-                forms = (spec.metadata.choices_in_prompt,)
+            forms = forms_of[c.id]
             drawn = renderer.draw(example, c)
-            for shown in forms:
-                draw = Draw(
-                    "inverted" if spec.inverted else "zero_shot",
-                    shown,
-                    drawn.style,
-                    drawn.opening,
-                    drawn.trigger,
-                )
+            for base, shown in forms:
+                draw = Draw(base, shown, drawn.style_key, drawn.opening, drawn.trigger)
                 try:
-                    user, output, choices = _render(renderer, example, c, draw)
+                    rendered = renderer.render_with(example, c, draw)
                 except RenderError as exc:
                     report.add(exc.rule, c.template, _strip_prefix(exc, c), example.example_id)
                     break
@@ -405,10 +442,16 @@ def _render_checks(
                         example.example_id,
                     )
                     break
+                user, output = rendered.turns[-1]
+                choices = rendered.answer_choices
                 first_ok.setdefault(c.id, example.example_id)
-                if shown == forms[0]:
+                if (base, shown) == forms[0]:
                     renders[c.id][example.example_id] = hash((user, output))
                     prompts[c.id].add(hash(user))
+                _check_choices_shown(c, example, user, choices, report)
+                _check_record(renderer, example, c, rendered, shown, report)
+                if base == "cot":
+                    continue  # the text checks below are about the template's own answer
                 _check_render(
                     renderer, example, c, draw, {"prompt": user, "output": output}, choices, report
                 )
@@ -438,6 +481,49 @@ def _render_checks(
                     next(iter(renders[b.id])),
                 )
                 break
+
+
+def _check_choices_shown(
+    c: CompiledTemplate,
+    example: Example,
+    prompt: str,
+    choices: list[str] | None,
+    report: _Report,
+) -> None:
+    """``choices_in_prompt: true`` holds: the prompt shows every choice (else run labels its
+    records ``_noopt`` and adds no options block: the model never sees the choices)."""
+    spec = c.template.spec
+    if not (spec.metadata.choices_in_prompt and choices) or c.uses_options:
+        return
+    if shows_all(prompt, choices):
+        return
+    missing = [x for x in choices if x.casefold() not in prompt.casefold()]
+    report.add(
+        CHOICES_NOT_SHOWN,
+        c.template,
+        f"choices_in_prompt: true, but the prompt does not show the choice(s) "
+        f"{_short(', '.join(repr(m) for m in missing))}: write them with "
+        "{{ answer_choices }} (or {{ options }}), or drop the flag",
+        example.example_id,
+    )
+
+
+def _check_record(
+    renderer: Renderer,
+    example: Example,
+    c: CompiledTemplate,
+    rendered: Any,
+    shown: bool,
+    report: _Report,
+) -> None:
+    """Run's validation rules (its limits, the chain-of-thought shape, empty choices) on the
+    record, as run would reject it."""
+    row = to_record(renderer.source, example, rendered)
+    problem = check_record(
+        row, renderer.recipe.limits, has_template_syntax(example.fields.values())
+    )
+    if problem is not None and problem[0] not in _ALREADY:
+        report.add(problem[0], c.template, f"{rendered.variant}: {problem[1]}", example.example_id)
 
 
 def _render(

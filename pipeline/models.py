@@ -289,10 +289,20 @@ class SourceSpec(Strict):
 
 # --------------------------------------------------------------------------- templates
 
+# How a record shows its answer options (``options.py``): drawn per record from the recipe's list.
+OptionStyle = Literal["dashes", "letters", "numbers", "inline", "flan"]
+OPTION_STYLES: tuple[OptionStyle, ...] = ("dashes", "letters", "numbers", "inline", "flan")
+
 
 class TemplateMetadata(Strict):
     original_task: bool = True
-    choices_in_prompt: bool = False
+    choices_in_prompt: bool = Field(
+        default=False,
+        description="The template writes its choices into its prompt itself, with "
+        "{{ answer_choices }} (or places the options block with {{ options }}): no options "
+        "block is appended and its records are `_opt`. A template whose instruction/input "
+        "never uses either is a lint error, and its records are `_noopt`.",
+    )
     metrics: list[str] = Field(default_factory=list)
     languages: list[str] = Field(default_factory=lambda: ["en"])
 
@@ -327,7 +337,21 @@ class TemplateSpec(Strict):
         description="With lettered or numbered options: answer with the option text, its "
         "marker (B, 2) or both ((B) text).",
     )
+    option_styles: list[OptionStyle] | None = Field(
+        default=None,
+        min_length=1,
+        description="The option styles this template's records may use (e.g. [numbers] for "
+        "150 intents): the recipe's styles are narrowed to these, or, when the recipe has none "
+        "of them, these are used. Default: the recipe's.",
+    )
     metadata: TemplateMetadata = Field(default_factory=TemplateMetadata)
+
+    @field_validator("option_styles")
+    @classmethod
+    def _styles_once(cls, styles: list[OptionStyle] | None) -> list[OptionStyle] | None:
+        if styles is not None and len(set(styles)) != len(styles):
+            raise ValueError("each option style may be listed once")
+        return styles
 
     @model_validator(mode="after")
     def _one_form(self) -> TemplateSpec:
@@ -384,10 +408,6 @@ class Mixing(Strict):
         if any(w < 0 for w in self.weights.values()):
             raise ValueError("weights must be >= 0")
         return self
-
-
-OptionStyle = Literal["dashes", "letters", "numbers", "inline", "flan"]
-OPTION_STYLES: tuple[OptionStyle, ...] = ("dashes", "letters", "numbers", "inline", "flan")
 
 
 class Variants(Strict):

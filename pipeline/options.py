@@ -3,6 +3,12 @@
 A style is drawn per record from the recipe seed and stable ids. When a style puts markers in
 front of the options (letters, numbers), the expected output can be the marker, the option text
 or both, as the template's ``option_target`` says.
+
+Any number of choices can be shown: letters go on past Z the way spreadsheet columns do (``Z``,
+``AA``, ``AB``, ... ``AZ``, ``BA``), numbers count on. Which styles a record may draw from is
+decided by ``styles_for``: the recipe's styles, narrowed by the template's own
+``option_styles``, less any style that does not suit the record's number of choices (``inline``
+puts every choice on one line, unreadable past ``MAX_INLINE_CHOICES``).
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .helpers import letter
 from .models import OptionStyle as Style
 
 # Our own phrasings of the line that introduces the options.
@@ -26,11 +31,51 @@ OPENINGS = (
     "Which is it?",
 )
 
+# One line of "a; b; c" stops being readable somewhere past ten choices; longer lists get a
+# style that puts one choice per line.
+MAX_INLINE_CHOICES = 10
+
 
 @dataclass(frozen=True)
 class OptionsBlock:
     text: str  # what goes into the prompt
     targets: list[str]  # the expected output for each choice, in choice order
+
+
+def letter_marker(index: int) -> str:
+    """The letters for option ``index`` (0-based): A..Z, then AA..AZ, BA.. (bijective base 26,
+    as spreadsheet columns), so no count of choices runs out of markers."""
+    if index < 0:
+        raise ValueError(f"no letter for option {index}")
+    out = ""
+    n = index + 1
+    while n:
+        n, r = divmod(n - 1, 26)
+        out = chr(ord("A") + r) + out
+    return out
+
+
+def style_applies(style: Style, n_choices: int) -> bool:
+    """Whether ``style`` suits a record with ``n_choices`` choices (the documented rule)."""
+    return not (style == "inline" and n_choices > MAX_INLINE_CHOICES)
+
+
+def styles_for(
+    recipe_styles: Sequence[Style], template_styles: Sequence[Style] | None, n_choices: int
+) -> list[Style]:
+    """The styles a record draws its style from, in a fixed order (so the draw is stable).
+
+    1. the recipe's ``variants.option_styles``; a template that lists ``option_styles`` keeps
+       only those of them, or, when the recipe has none of them, its own list (the template
+       knows its choices: 151 intents may need ``numbers`` whatever the recipe prefers);
+    2. less the styles that do not suit ``n_choices`` (``style_applies``), unless none would be
+       left: the rule is about readability, never a reason to lose a record.
+    """
+    styles = list(recipe_styles)
+    if template_styles:
+        styles = [s for s in styles if s in template_styles] or list(template_styles)
+    fitting = [s for s in styles if style_applies(s, n_choices)]
+    return fitting or styles
 
 
 def format_options(
@@ -48,7 +93,7 @@ def format_options(
     if style == "inline":
         return OptionsBlock(f"{opening} {'; '.join(choices)}.", list(choices))
     if style == "letters":
-        markers = [f"({letter(i)})" for i in range(len(choices))]
+        markers = [f"({letter_marker(i)})" for i in range(len(choices))]
     else:
         markers = [f"{i + 1}." for i in range(len(choices))]
     lines = [f"{m} {c}" for m, c in zip(markers, choices, strict=True)]

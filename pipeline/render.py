@@ -12,6 +12,7 @@ template helpers ``choice``/``shuffle``. The same ids give the same record on an
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ from jinja2.runtime import Context
 
 from . import helpers
 from .catalog import Source, Template
+from .errors import CatalogError
 from .load import Example
-from .models import ClassLabel, Recipe, SequenceOfClassLabel, SourceSpec
-from .options import OPENINGS, format_options
+from .models import VARIANTS, ClassLabel, OptionStyle, Recipe, SequenceOfClassLabel, SourceSpec
+from .options import OPENINGS, format_options, styles_for
 from .sandbox import (
     ObjectRendered,
     RenderLimit,
@@ -148,9 +150,10 @@ class Draw:
 
     base: str  # zero_shot | few_shot | cot | inverted
     options_shown: bool
-    style: str
+    style_key: int  # picks the style among those that suit the record (``options.styles_for``)
     opening: str
     trigger: str
+    style: OptionStyle | None = None  # a style forced by the caller (lint), else drawn
 
 
 class CompiledTemplate:
@@ -221,6 +224,7 @@ class CompiledTemplate:
     @property
     def has_choices(self) -> bool:
         return self.template.spec.answer_choices is not None
+
 
     def render_choices(self, context: dict[str, Any]) -> list[str] | None:
         if self.error is not None:
@@ -405,14 +409,22 @@ class Renderer:
             if v.cot > 0 and spec.cot and self.has_rationale:
                 shares.append(("cot", v.cot))
             base = _weighted(shares, k_variant / 2**64)
-        shown = spec.metadata.choices_in_prompt or (
-            compiled.has_choices and k_options / 2**64 < v.options_shown
+        # A template that writes its choices into its prompt shows them on every record.
+        shown = compiled.has_choices and (
+            spec.metadata.choices_in_prompt or k_options / 2**64 < v.options_shown
         )
-        styles = v.option_styles
-        style = styles[k_style % len(styles)]
         opening = OPENINGS[k_opening % len(OPENINGS)]
         trigger = COT_TRIGGERS[k_trigger % len(COT_TRIGGERS)]
-        return Draw(base, bool(shown), style, opening, trigger)
+        return Draw(base, shown, k_style, opening, trigger)
+
+    def style_for(self, compiled: CompiledTemplate, draw: Draw, n_choices: int) -> OptionStyle:
+        """The record's option style: forced, or drawn among those that suit its choices."""
+        if draw.style is not None:
+            return draw.style
+        styles = styles_for(
+            self.recipe.variants.option_styles, compiled.template.spec.option_styles, n_choices
+        )
+        return styles[draw.style_key % len(styles)]
 
     # -- rendering ----------------------------------------------------------------------------
 
@@ -451,7 +463,7 @@ class Renderer:
         return rendered
 
     def _render_with(self, example: Example, compiled: CompiledTemplate, draw: Draw) -> Rendered:
-        user, output, choices, system = self._single(example, compiled, draw)
+        user, output, choices, system, shown = self._single(example, compiled, draw)
         base = draw.base
         turns = [(user, output)]
         if base == "cot":
@@ -464,15 +476,16 @@ class Renderer:
             else:
                 base = "zero_shot"  # no exemplar fits the budget: honestly zero-shot
         if base in ("zero_shot", "few_shot"):
-            variant = f"{base}_{'opt' if draw.options_shown and choices else 'noopt'}"
+            variant = f"{base}_{'opt' if shown else 'noopt'}"
         else:
             variant = base
         return Rendered(compiled.id, variant, system or self.recipe.system, turns, choices)
 
     def _single(
         self, example: Example, compiled: CompiledTemplate, draw: Draw
-    ) -> tuple[str, str, list[str] | None, str | None]:
-        """One example through one template in zero-shot form: (user, output, choices, system)."""
+    ) -> tuple[str, str, list[str] | None, str | None, bool]:
+        """One example through one template in zero-shot form: (user, output, choices, system,
+        whether the prompt shows the choices)."""
         spec = compiled.template.spec
         context = template_context(self.source, example)
         if compiled.uses_rng:
@@ -482,8 +495,12 @@ class Renderer:
             context.update(helpers.seeded_helpers(rng))
         choices = compiled.render_choices(context)
         block = None
-        if choices and draw.options_shown and not spec.metadata.choices_in_prompt:
-            block = format_options(choices, draw.style, draw.opening, spec.option_target)  # type: ignore[arg-type]
+        # A choices_in_prompt template gets a block only where it places one ({{ options }}).
+        if choices and draw.options_shown and (
+            not spec.metadata.choices_in_prompt or compiled.uses_options
+        ):
+            style = self.style_for(compiled, draw, len(choices))
+            block = format_options(choices, style, draw.opening, spec.option_target)
         context["answer_choices"] = choices
         context["options"] = block.text if block else ""
         parts = compiled.render_parts(context)
@@ -495,7 +512,10 @@ class Renderer:
             if choices and output in choices:
                 output = block.targets[choices.index(output)]
             choices = block.targets
-        return user, output, choices, parts.system
+        shown = block is not None or bool(
+            choices and spec.metadata.choices_in_prompt and shows_all(user, choices)
+        )
+        return user, output, choices, parts.system, shown
 
     def _rationale(self, example: Example, compiled: CompiledTemplate) -> str:
         if self.rationale_error is not None:
@@ -608,6 +628,14 @@ def _weighted(shares: list[tuple[str, float]], u: float) -> str:
     return shares[-1][0]
 
 
+def shows_all(prompt: str, choices: Sequence[str]) -> bool:
+    """Whether ``prompt`` holds every choice (case aside): what makes a ``choices_in_prompt``
+    template's record ``_opt``. One that writes "Yes, no or maybe?" itself passes; one whose
+    flag is set but whose prompt never lists them does not (and lint reports it)."""
+    folded = prompt.casefold()
+    return all(c.casefold() in folded for c in choices)
+
+
 def record_id(source: str, split: str, example_id: str, template_id: str, variant: str) -> str:
     return stable_id("record", source, split, example_id, template_id, variant)
 
@@ -638,6 +666,86 @@ def to_record(source: Source, example: Example, rendered: Rendered) -> dict[str,
     }
 
 
+class VariantUnavailable(CatalogError):
+    """A forced form (``render_one(variant=...)``, ``templates preview --variant``) that the
+    template cannot take, or that the recipe never draws: an error, never a record that
+    pretends to be that form."""
+
+
+def variant_problem(
+    renderer: Renderer, compiled: CompiledTemplate, variant: str, *, recipe_shares: bool = False
+) -> str | None:
+    """Why ``compiled`` can never make a ``variant`` record, or None when it may (what only a
+    render can tell, such as a few-shot record with no exemplar that fits, is
+    ``unmade_variant``'s). ``recipe_shares``: also a form ``renderer``'s recipe gives no share
+    (``cot: 0``, ``few_shot: 0``, ``options_shown: 0`` or ``1``)."""
+    spec = compiled.template.spec
+    name = f"template {compiled.id!r}"
+    recipe = f"recipe {renderer.recipe.name!r}"
+    v = renderer.recipe.variants
+    if variant not in VARIANTS:
+        return f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})"
+    if spec.inverted:
+        if variant != "inverted":
+            return f"{name} is inverted (inverted: true): all its records are 'inverted'"
+        return None
+    if variant == "inverted":
+        return f"{name} is not inverted (no 'inverted: true'): it never makes 'inverted' records"
+    if variant == "cot":
+        if not spec.cot:
+            return f"{name} is not marked 'cot: true': it never makes chain-of-thought records"
+        if not renderer.has_rationale:
+            return (
+                f"source {renderer.source.name!r} has no 'rationale:': its templates never make "
+                "chain-of-thought records"
+            )
+        if recipe_shares and v.cot <= 0:
+            return f"{recipe} gives chain-of-thought no share (variants.cot: 0)"
+        return None
+    base, _, opt = variant.rpartition("_")
+    if recipe_shares and base == "few_shot" and v.few_shot <= 0:
+        return f"{recipe} gives few-shot no share (variants.few_shot: 0)"
+    if opt == "opt" and not compiled.has_choices:
+        return f"{name} has no answer_choices: it has no options to show"
+    if recipe_shares and compiled.has_choices and not spec.metadata.choices_in_prompt:
+        if opt == "opt" and v.options_shown <= 0:
+            return f"{recipe} never shows options (variants.options_shown: 0)"
+        if opt == "noopt" and v.options_shown >= 1:
+            return f"{recipe} always shows options (variants.options_shown: 1)"
+    return None
+
+
+def unmade_variant(
+    compiled: CompiledTemplate, recipe: Recipe, pool_size: int, asked: str, made: str
+) -> str | None:
+    """Why a record forced to ``asked`` came out ``made`` instead, or None when they agree."""
+    if asked == made:
+        return None
+    name = f"template {compiled.id!r}"
+    if _base(asked) != _base(made):
+        return (
+            f"{name}: no exemplar fits (a pool of {pool_size} example(s), few_shot.max_chars "
+            f"{recipe.few_shot.max_chars}): run makes this record {made!r}, not {asked!r}"
+        )
+    if made.endswith("_noopt"):
+        return (
+            f"{name} says choices_in_prompt: true, but this prompt does not show all its "
+            f"choices: run makes it {made!r} (lint reports it)"
+        )
+    return (
+        f"{name} writes its choices into its prompt (choices_in_prompt: true): every record "
+        f"shows them, so run makes it {made!r}"
+    )
+
+
+def forced_draw(draw: Draw, variant: str) -> Draw:
+    """``draw`` with its form replaced by ``variant`` (one ``variant_problem`` accepts)."""
+    if variant in ("cot", "inverted"):
+        return dataclasses.replace(draw, base=variant)
+    base, _, opt = variant.rpartition("_")
+    return dataclasses.replace(draw, base=base, options_shown=opt == "opt")
+
+
 def render_one(
     source: Source,
     template: Template,
@@ -652,24 +760,37 @@ def render_one(
     """Render one example (already in the source's Hub schema) with one template.
 
     ``variant`` forces a form (``zero_shot_opt``, ``zero_shot_noopt``, ``few_shot_opt``,
-    ``few_shot_noopt``, ``cot``); by default the recipe's draw decides (with no recipe: zero-shot,
-    options shown). Returns the export row; raises ``RenderError`` with the rule and a message
-    naming the template file when the template fails on this example.
+    ``few_shot_noopt``, ``cot``, ``inverted``); by default the recipe's draw decides (with no
+    recipe: zero-shot, options shown). A form the template cannot take (``cot`` without
+    ``cot: true`` or a source rationale, ``inverted`` on a template that is not, options on a
+    template without choices, few-shot with no exemplar in ``pool`` that fits), or, when a
+    ``recipe`` is given, one it gives no share, raises ``VariantUnavailable`` saying why.
+    Returns the export row; raises ``RenderError`` with the rule and a message naming the
+    template file when the template fails on this example.
     """
+    recipe_given = recipe is not None
     recipe = recipe or Recipe(name="render-one", sources=[source.name])
     example = Example(example_id, split, fields, locator="(given)")
     renderer = Renderer(source, [template], recipe, pool)
     compiled = renderer.templates[0]
+    if compiled.error is not None:
+        raise compiled.error  # the template itself is broken, whatever the form
     draw = renderer.draw(example, compiled)
-    if variant is not None and not template.spec.inverted:
-        base, _, opt = variant.partition("_shot_")
-        base = {"zero": "zero_shot", "few": "few_shot"}.get(base, base)
-        draw = Draw(
-            base,
-            opt != "noopt" if opt else draw.options_shown,
-            draw.style,
-            draw.opening,
-            draw.trigger,
-        )
+    if variant is not None:
+        problem = variant_problem(renderer, compiled, variant, recipe_shares=recipe_given)
+        if problem is not None:
+            raise VariantUnavailable(problem)
+        draw = forced_draw(draw, variant)
     rendered = renderer.render_with(example, compiled, draw)
+    if variant is not None:
+        # A template that writes its choices itself keeps them under a forced `_noopt`: no
+        # block is added, and the record says `_opt`, as run would label it.
+        lenient = variant.endswith("_noopt") and rendered.variant == variant[:-5] + "opt"
+        problem = unmade_variant(compiled, recipe, len(pool), variant, rendered.variant)
+        if problem is not None and not lenient:
+            raise VariantUnavailable(problem)
     return to_record(source, example, rendered)
+
+
+def _base(variant: str) -> str:
+    return variant.rpartition("_")[0] if variant.endswith("opt") else variant

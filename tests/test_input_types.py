@@ -30,7 +30,9 @@ runner = CliRunner()
 
 
 def _run(recipe: Path, out: Path) -> tuple[int, str]:
-    result = runner.invoke(app, ["run", str(recipe), "--out", str(out), "-q", "-w", "1"])
+    # Mostly bad rows on purpose: the stop for a mostly-rejected source is off here.
+    args = ["run", str(recipe), "--out", str(out), "-q", "-w", "1", "--max-reject-share", "0"]
+    result = runner.invoke(app, args)
     return result.exit_code, result.stderr.strip()
 
 

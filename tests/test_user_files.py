@@ -244,3 +244,19 @@ def test_a_source_whose_rows_all_fail_stops_the_run(tmp_path: Path, user_catalog
     )
     with pytest.raises(PipelineError, match=r"source 'mini_nli': 4 of 4 examples rejected at load"):
         run_recipe(user_catalog / "recipes" / "mini.yaml", tmp_path / "out", max_reject_share=0.5)
+
+
+def test_the_cli_stops_a_mostly_rejected_build_by_default(
+    tmp_path: Path, user_catalog: Path
+) -> None:
+    data = user_catalog / "data" / "mini_nli.jsonl"
+    rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()]
+    data.write_text("".join(json.dumps({**r, "gold": "x"}) + "\n" for r in rows), encoding="utf-8")
+    recipe = str(user_catalog / "recipes" / "mini.yaml")
+    stopped = _cli("run", recipe, "--out", str(tmp_path / "a"), "-q", "-w", "1")
+    assert stopped.returncode == 1
+    assert "rejects above --max-reject-share 0.5: source 'mini_nli'" in stopped.stderr
+    going = _cli(
+        "run", recipe, "--out", str(tmp_path / "b"), "-q", "-w", "1", "--max-reject-share", "0"
+    )
+    assert going.returncode == 0, going.stderr
