@@ -38,18 +38,32 @@ class Source:
         return self.spec.name
 
     def sample_path(self) -> Path:
-        """The sample file: next to the spec, or in the ``data/`` folder beside ``sources/``.
+        """The sample's first (with ``sample.file``, its only) file; see ``sample_paths``."""
+        return self.sample_paths()[0]
 
-        It must be a regular file, and (after every symbolic link is resolved) inside the folder
-        it was found in, unless the spec sets ``sample.allow_outside_catalog``: a catalog from
-        elsewhere could otherwise link ``data/users.tsv`` to ``/etc/passwd`` and have it
+    def sample_paths(self) -> list[Path]:
+        """The sample's files, in order: each next to the spec, or in the ``data/`` folder
+        beside ``sources/``.
+
+        Each must be a regular file, and (after every symbolic link is resolved) inside the
+        folder it was found in, unless the spec sets ``sample.allow_outside_catalog``: a catalog
+        from elsewhere could otherwise link ``data/users.tsv`` to ``/etc/passwd`` and have it
         rendered into the export. The folder the user named (the spec's folder, and the catalog
         folder above it) is trusted as named; only what lies below it is resolved.
         """
         sample = self.spec.sample
         if sample is None:
             raise CatalogError(f"{self.path}: source {self.name!r} has no bundled sample")
-        rel = sample.file
+        if sample.files is None:
+            return [self._sample_file(sample.entries[0].file, "sample.file")]
+        return [
+            self._sample_file(entry.file, f"sample.files[{i}].file")
+            for i, entry in enumerate(sample.files)
+        ]
+
+    def _sample_file(self, rel: str, key: str) -> Path:
+        sample = self.spec.sample
+        assert sample is not None
         spec_dir = self.path.parent
         for base, root in (
             (spec_dir, spec_dir.resolve()),
@@ -58,7 +72,7 @@ class Source:
             candidate = base / rel
             if not os.path.lexists(candidate):
                 continue
-            where = f"{self.path}: sample.file: {candidate}"
+            where = f"{self.path}: {key}: {candidate}"
             try:
                 real = candidate.resolve()
             except (OSError, RuntimeError) as exc:  # a loop of links (RuntimeError before 3.13)
@@ -73,7 +87,7 @@ class Source:
                 raise CatalogError(f"{where} is {kind}, not a regular file")
             return candidate
         raise CatalogError(
-            f"{self.path}: sample.file {rel!r} not found in {self.path.parent} "
+            f"{self.path}: {key} {rel!r} not found in {self.path.parent} "
             f"or {self.path.parent.parent / 'data'}"
         )
 

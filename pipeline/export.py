@@ -160,10 +160,12 @@ def _build(
     _write_marker(build, manifest, None)
     files: dict[str, list[str]] = {}
     variants = Counter[str]()
+    languages = Counter[str]()
     for split in manifest.splits:
-        column = pq.read_table(folder.mixed(split), columns=["variant"]).column("variant")
-        for item in pc.value_counts(column).to_pylist():
-            variants[item["values"]] += item["counts"]
+        table = pq.read_table(folder.mixed(split), columns=["variant", "language"])
+        for counter, name in ((variants, "variant"), (languages, "language")):
+            for item in pc.value_counts(table.column(name)).to_pylist():
+                counter[item["values"]] += item["counts"]
     with progress.task("export", sum(manifest.splits.values())) as advance:
         for split, rows in manifest.splits.items():
             files[split] = _write_shards(
@@ -174,7 +176,7 @@ def _build(
             split: sum((build / name).stat().st_size for name in names)
             for split, names in files.items()
         }
-        fh.write(dataset_card(manifest, recipe, catalog, files, variants, sizes))
+        fh.write(dataset_card(manifest, recipe, catalog, files, variants, sizes, languages))
     with atomic_text(build / "dataset_info.json") as fh:
         fh.write(json.dumps(llamafactory_info(recipe.name, files), indent=2) + "\n")
     written = ["README.md", "dataset_info.json", *(n for names in files.values() for n in names)]
@@ -576,6 +578,7 @@ def dataset_card(
     files: dict[str, list[str]],
     variants: Counter[str],
     sizes: dict[str, int],
+    languages: Counter[str] | None = None,
 ) -> str:
     """README.md with the Hub's YAML header, the composition and every source's licence."""
     used = {n: c for n, c in manifest.sources.items() if c.records_selected}
@@ -590,7 +593,8 @@ def dataset_card(
             }
         ],
         "license": licenses if len(licenses) > 1 else licenses[0] if licenses else "other",
-        "language": sorted({s.language for s in specs.values()}) or ["en"],
+        # The languages of the rows themselves (a multilingual source sets one per row).
+        "language": sorted(languages) if languages else _spec_languages(specs.values()),
         "task_categories": ["text-generation"],
         "size_categories": [_size_category(total)],
         "tags": ["instruction-tuning", "flan", "instructmix"],
@@ -656,11 +660,18 @@ def dataset_card(
         "to use the same licence. Cite the sources you train on:",
         "",
     ]
+    # One entry per citation: sources that share one (one dataset in several languages or
+    # configurations) are listed together, so the card never repeats a citation.
+    by_citation: dict[str, list[str]] = {}
     for name in sorted(used):
         s = specs[name]
-        cite = " ".join(s.citation.split()) if s.citation else "(no citation given)"
+        cite = " ".join(s.citation.split()) if s.citation else f"(no citation given: {name})"
+        by_citation.setdefault(cite, []).append(name)
+    for cite, names in by_citation.items():
+        s = specs[names[0]]
         where = s.homepage or (s.hub.id if s.hub else "local data")
-        lines.append(f"- **{name}** ({s.license}; {where}): {cite}")
+        terms = ", ".join(sorted({specs[n].license for n in names}))
+        lines.append(f"- **{', '.join(names)}** ({terms}; {where}): {cite}")
     lines += [
         "",
         "## Load",
@@ -673,6 +684,10 @@ def dataset_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _spec_languages(specs: Any) -> list[str]:
+    return sorted({code for spec in specs for code in spec.languages}) or ["en"]
 
 
 def _provenance_section(manifest: Manifest, used: dict[str, Any]) -> list[str]:

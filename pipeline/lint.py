@@ -37,6 +37,7 @@ from . import helpers
 from .catalog import Catalog, Source, Template
 from .errors import PipelineError
 from .load import Example, iter_rows, open_source
+from .locales import has_locale
 from .models import RESERVED_CONTEXT_NAMES, Recipe
 from .render import (
     CompiledTemplate,
@@ -74,10 +75,14 @@ CONSTANT = "constant_render"
 NO_SAMPLE = "no_sample"
 BAD_SAMPLE = "sample_unreadable"
 CHOICES_NOT_SHOWN = "choices_not_in_prompt"
+NO_LOCALE = "no_locale"
+UNTRANSLATED = "untranslated_template"
 # Rules of run's validation that lint's own checks above do not already cover.
 _ALREADY = frozenset({"empty_output", "empty_prompt", NOT_IN_CHOICES, LEFTOVER})
 
-WARNING_RULES = frozenset({DOUBLE_SPACE, TRAILING_WS, CONSTANT, NO_SAMPLE})
+WARNING_RULES = frozenset(
+    {DOUBLE_SPACE, TRAILING_WS, CONSTANT, NO_SAMPLE, NO_LOCALE, UNTRANSLATED}
+)
 
 # Letters glued right after ``}}`` (FLAN's ``{hypothesis}n``), then a space, punctuation or the
 # end. English suffixes that a template may glue on purpose (``{{ n }}th``, ``{{ noun }}s``)
@@ -147,6 +152,7 @@ def lint_source(
         return []
     report = _Report(source)
     env = make_environment()
+    _language_checks(source, templates, report)
     _rationale_check(env, source, report)
     broken = {t.id for t in templates if not _static_checks(env, source, t, report)}
     if source.spec.sample is None:
@@ -164,6 +170,33 @@ def lint_source(
         return report.findings()
     _render_checks(source, [t for t in templates if t.id not in broken], examples, report, recipe)
     return report.findings()
+
+
+def _language_checks(source: Source, templates: Sequence[Template], report: _Report) -> None:
+    """Warn where a language of the source would fall back to English: the renderer's own
+    sentences (``locales.yaml``), and templates of a multilingual source with no phrasing for
+    one of its languages."""
+    codes = source.spec.languages
+    for code in codes:
+        if not has_locale(code):
+            report.add(
+                NO_LOCALE,
+                None,
+                f"language {code!r} has no option openings or chain-of-thought lines in "
+                "pipeline/locales.yaml; its records get the English ones",
+                file=source.path,
+            )
+    if len(codes) > 1:
+        for template in templates:
+            own = set(template.spec.metadata.languages)
+            missing = [c for c in codes if c not in own and c not in template.spec.translations]
+            if missing:
+                report.add(
+                    UNTRANSLATED,
+                    template,
+                    f"no phrasing for {missing} (add `translations:` entries, or list the "
+                    "language in metadata.languages if the template's own text serves it)",
+                )
 
 
 def load_examples(source: Source, max_examples: int | None = None) -> list[Example]:

@@ -22,18 +22,19 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .catalog import Source
-from .errors import SourceError
+from .errors import CatalogError, SourceError
 from .models import (
     ClassLabel,
     CsvOptions,
     FeatureType,
     FieldMap,
+    SampleFile,
     SequenceOfClassLabel,
     SourceSpec,
 )
@@ -54,6 +55,9 @@ class Example:
     # exemplar: an eval source's few-shot pool, never a query).
     group: str = ""
     out_split: str = "train"
+    # The row's language code: its `language_field` value, else its file's language, else the
+    # source's (first) language.
+    language: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class SplitData:
     split: str
     dataset: Any  # datasets.Dataset; typed loosely so this module imports without datasets stubs
     where: str  # human-readable origin, used in locators
+    language: str | None = None  # every row's, when its file says (sample.files[].language)
+    sampled: bool = False  # a local sample file: sample.filter applies
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -89,7 +95,15 @@ def open_source(source: Source, data: DataMode) -> list[SplitData]:
     # We report read errors ourselves, with the file and line; datasets would log them too.
     logging.getLogger("datasets").setLevel(logging.CRITICAL)
     if data == "sample":
-        return [_open_sample(source, datasets)]
+        # A filter that cannot compile stops here, before any row is read.
+        _sample_filter(source)
+        sample = source.spec.sample
+        paths = source.sample_paths()
+        assert sample is not None
+        return [
+            _open_sample(source, datasets, entry, path)
+            for entry, path in zip(sample.entries, paths, strict=True)
+        ]
     hub = source.spec.hub
     if hub is None:
         raise SourceError(
@@ -108,16 +122,15 @@ def open_source(source: Source, data: DataMode) -> list[SplitData]:
     return out
 
 
-def _open_sample(source: Source, datasets: Any) -> SplitData:
+def _open_sample(source: Source, datasets: Any, entry: SampleFile, path: Path) -> SplitData:
     sample = source.spec.sample
     assert sample is not None
-    path = source.sample_path()
     fmt = sample.format or _format_of(path.name)
     if fmt != "parquet":
         # CSV and JSON are read here, not by datasets: its readers guess types from the data
         # (pandas made `02134` a float, `NA` a null; pyarrow made big ids floats), and a guess
         # rewrites what the spec declares. Values come out as written; _normalise converts them.
-        table = TextTable.open(source, path, fmt)
+        table = TextTable.open(source, path, fmt, entry.json_field)
         try:
             _check_columns(source, table.columns, str(path), hub_mode=False)
         except SourceError:
@@ -133,17 +146,19 @@ def _open_sample(source: Source, datasets: Any) -> SplitData:
                     f"(source {source.name!r})"
                 ) from None
             raise
-        return SplitData(sample.split, table, table.where)
+        return SplitData(entry.split, table, table.where, entry.language, sampled=True)
     try:
         ds = datasets.load_dataset(
-            fmt, data_files={sample.split: str(path.resolve())}, split=sample.split
+            fmt, data_files={entry.split: str(path.resolve())}, split=entry.split
         )
     except Exception as exc:
         raise SourceError(_diagnose(path, fmt, source.name, exc)) from None
     if len(ds) == 0:
         raise SourceError(f"{path}: source {source.name!r} has no rows")
     _check_columns(source, ds.column_names, str(path), hub_mode=False)
-    return SplitData(sample.split, ds, str(path))
+    if sample.limit is not None and sample.limit < len(ds):
+        ds = ds.select(range(sample.limit))
+    return SplitData(entry.split, ds, str(path), entry.language, sampled=True)
 
 
 # --------------------------------------------------------------------------- CSV and JSON
@@ -234,10 +249,13 @@ class TextTable:
     with its line), and again, streaming, when iterated.
     """
 
-    def __init__(self, source: Source, path: Path, fmt: str) -> None:
+    def __init__(self, source: Source, path: Path, fmt: str, json_field: str | None) -> None:
         assert source.spec.sample is not None
         self.source = source
         self.sample = source.spec.sample
+        self.json_field = json_field
+        # sample.limit: the rows after it are never read (nor counted).
+        self.limit = self.sample.limit
         self.path = path
         self.real = path.resolve()
         self.fmt = fmt
@@ -252,8 +270,10 @@ class TextTable:
         self._fingerprint = ""  # what stages uses for a split that is not a local file
 
     @classmethod
-    def open(cls, source: Source, path: Path, fmt: str) -> TextTable:
-        table = cls(source, path, fmt)
+    def open(
+        cls, source: Source, path: Path, fmt: str, json_field: str | None = None
+    ) -> TextTable:
+        table = cls(source, path, fmt, json_field)
         try:
             st = table.real.stat()
         except OSError as exc:
@@ -299,11 +319,29 @@ class TextTable:
             yield batch
 
     def records(self) -> Iterator[dict[str, Any] | _BadRecord]:
+        if self.limit is None:
+            yield from self._all_records()
+            return
+        read = 0
+        records = self._all_records()
+        try:
+            # Stopped after the limit: a JSON Lines or CSV file is not read further.
+            while read < self.limit:
+                try:
+                    record = next(records)
+                except StopIteration:
+                    return
+                read += 1
+                yield record
+        finally:
+            records.close()
+
+    def _all_records(self) -> Generator[dict[str, Any] | _BadRecord, None, None]:
         try:
             if self.fmt == "csv":
                 yield from self._csv_records()
-            elif self.sample.json_field is not None:
-                yield from self._json_list(self._json_document(), self.sample.json_field)
+            elif self.json_field is not None:
+                yield from self._json_list(self._json_document(), self.json_field)
             elif self._starts_with(b"["):
                 yield from self._json_list(self._json_document(), None)
             else:
@@ -374,7 +412,7 @@ class TextTable:
     # -- JSON
 
     def _reads_json_lines(self) -> bool:
-        return self.fmt != "csv" and self.sample.json_field is None and not self._starts_with(b"[")
+        return self.fmt != "csv" and self.json_field is None and not self._starts_with(b"[")
 
     def _starts_with(self, prefix: bytes) -> bool:
         with _open_regular(self.real) as fh:
@@ -389,7 +427,7 @@ class TextTable:
         try:
             return _json_loads(text)
         except json.JSONDecodeError as err:
-            if err.msg == "Extra data" and self.sample.json_field is not None:
+            if err.msg == "Extra data" and self.json_field is not None:
                 raise SourceError(
                     f"{self.where}:{err.lineno}: a second JSON value starts here (column "
                     f"{err.colno}): the file looks like JSON Lines, but sample.json_field "
@@ -698,6 +736,8 @@ def _check_columns(source: Source, columns: list[str], where: str, hub_mode: boo
     wanted = {_column_for(source, f, hub_mode) for f in spec.features}
     if id_field:
         wanted.add(id_field)
+    # A dotted path (`q.text`) needs its first key as a column; the rest is checked per row.
+    wanted = {c if c in columns else c.split(".")[0] for c in wanted}
     missing = sorted(wanted - set(columns))
     if missing:
         raise SourceError(
@@ -707,17 +747,19 @@ def _check_columns(source: Source, columns: list[str], where: str, hub_mode: boo
 
 
 def iter_rows(
-    source: Source, split_data: SplitData, data: DataMode
+    source: Source, split_data: SplitData, data: DataMode, *, filter_seconds: float = 2.0
 ) -> Iterator[list[Example | BadRow]]:
     """Batches of normalised examples (or bad rows) in file order, with stable example ids.
 
-    Duplicate ids are not detected here: that needs the whole source, and the load stage does
-    it without holding the source in memory."""
+    A sample's ``filter`` runs on each normalised example (for at most ``filter_seconds``); a
+    row it rejects is a ``filtered`` bad row. Duplicate ids are not detected here: that needs
+    the whole source, and the load stage does it without holding the source in memory."""
     spec = source.spec
     hub_mode = data == "hub"
     id_field = _id_field(spec, hub_mode)
     index = 0
     plan = _plan(source, hub_mode)
+    keep = _sample_filter(source) if split_data.sampled else None
     for batch in _batches(source, split_data):
         out: list[Example | BadRow] = []
         for raw in batch:
@@ -727,8 +769,72 @@ def iter_rows(
                 message = f"{raw.message} ({locator})"
                 out.append(BadRow(split_data.split, None, "bad_row", message, locator))
                 continue
-            out.append(_normalise(source, raw, split_data.split, locator, id_field, hub_mode, plan))
+            item = _normalise(
+                source, raw, split_data.split, locator, id_field, hub_mode, plan,
+                split_data.language,
+            )  # fmt: skip
+            if keep is not None and isinstance(item, Example):
+                item = _filtered(keep, item, filter_seconds)
+            out.append(item)
         yield out
+
+
+Filter = Callable[[dict[str, Any]], str]
+
+
+def _sample_filter(source: Source) -> Filter | None:
+    """The sample's ``filter`` compiled, or None; one that cannot compile is a CatalogError."""
+    spec = source.spec
+    expr = spec.sample.filter if spec.sample else None
+    if expr is None:
+        return None
+    where = f"{source.path}: source {source.name!r}: sample.filter"
+    if "{{" not in expr and "{%" not in expr:
+        raise CatalogError(
+            f"{where}: {expr!r} is not a Jinja expression; write it as "
+            "'{{ label != 2 }}' (a test on the features that renders True or False)"
+        )
+    # Imported here: render imports this module.
+    import jinja2.meta
+
+    from .render import compile_text, make_environment
+
+    env = make_environment()
+    try:
+        render = compile_text(env, expr)
+        unknown = sorted(
+            jinja2.meta.find_undeclared_variables(env.parse(expr))
+            - set(spec.features)
+            - set(env.globals)
+        )
+    except Exception as exc:
+        raise CatalogError(f"{where}: {' '.join(str(exc).split())}") from None
+    if unknown:
+        raise CatalogError(
+            f"{where}: unknown name(s) {unknown}; the filter sees the features "
+            f"({', '.join(sorted(spec.features))})"
+        )
+    return render
+
+
+def _filtered(keep: Filter, item: Example, seconds: float) -> Example | BadRow:
+    from .sandbox import deadline
+
+    def bad(rule: str, message: str) -> BadRow:
+        message = f"{message} ({item.locator})"
+        return BadRow(item.split, item.example_id, rule, message, item.locator)
+
+    try:
+        with deadline(seconds):
+            verdict = keep(dict(item.fields)).strip()
+    except Exception as exc:  # a user's expression may raise anything; the row says what
+        return bad("filter_error", f"sample.filter: {type(exc).__name__}: {exc}")
+    if verdict == "True":
+        return item
+    if verdict == "False":
+        return bad("filtered", "sample.filter is false for this row")
+    shown = verdict if len(verdict) <= 80 else verdict[:77] + "..."
+    return bad("filter_error", f"sample.filter rendered {shown!r}, not True or False")
 
 
 def _batches(
@@ -807,15 +913,19 @@ def _normalise(
     id_field: str | None,
     hub_mode: bool,
     plan: Plan | None = None,
+    file_language: str | None = None,
 ) -> Example | BadRow:
     spec = source.spec
     example_id = None
     fields: dict[str, Any] = {}
     try:
-        if id_field is not None and raw.get(id_field) not in (None, ""):
-            example_id = _id_text(id_field, raw[id_field])
+        if id_field is not None:
+            raw_id = _lookup(raw, id_field, None)
+            if raw_id not in (None, ""):
+                example_id = _id_text(id_field, raw_id)
         for name, ftype, column, mapping in plan or _plan(source, hub_mode):
-            fields[name] = convert_value(name, raw.get(column), ftype, mapping)
+            fields[name] = convert_value(name, _lookup(raw, column, name), ftype, mapping)
+        language = _language(spec, fields, file_language)
     except RowError as exc:
         return BadRow(split, example_id, exc.rule, f"{exc} ({locator})", locator)
     if example_id is None:
@@ -823,7 +933,67 @@ def _normalise(
         canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
         example_id = stable_id(spec.name, split, canonical)[:16]
     # Duplicate ids are found by the load stage over the whole source (see stages.py).
-    return Example(example_id, split, fields, locator)
+    return Example(example_id, split, fields, locator, language=language)
+
+
+def _lookup(raw: dict[str, Any], column: str, name: str | None) -> Any:
+    """The raw value under ``column``: a key of the row, or (when the row has no such key) a
+    dotted path into it, ``q.text`` or ``answers.text.0`` (dict keys and list indexes).
+
+    A path that does not resolve raises a ``missing_field`` RowError naming it (for the id
+    field, ``name`` None, it is simply no id)."""
+    if column in raw or "." not in column:
+        return raw.get(column)
+    value: Any = raw
+    walked: list[str] = []
+    for part in column.split("."):
+        here = ".".join(walked) or "the row"
+        if isinstance(value, _DuplicateKeys) and part == value.duplicate:
+            if name is None:
+                return None
+            raise RowError(
+                "bad_type", f"field {name!r}: path {column!r}: {here} has the key {part!r} twice"
+            )
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isascii() and part.isdigit():
+            if int(part) >= len(value):
+                if name is None:
+                    return None
+                raise RowError(
+                    "missing_field",
+                    f"field {name!r}: path {column!r} does not resolve: {here} has "
+                    f"{len(value)} item(s), no index {part}",
+                )
+            value = value[int(part)]
+        else:
+            if name is None:
+                return None
+            what = (
+                f"no key {part!r}" if isinstance(value, dict) else f"is {_kind_of_json(value)}"
+            )
+            raise RowError(
+                "missing_field", f"field {name!r}: path {column!r} does not resolve: {here} {what}"
+            )
+        walked.append(part)
+    return value
+
+
+def _language(spec: SourceSpec, fields: dict[str, Any], file_language: str | None) -> str:
+    """A row's language: its ``language_field`` value, else its file's, else the source's."""
+    language = file_language or spec.default_language
+    if spec.language_field is not None:
+        value = fields[spec.language_field]
+        ftype = spec.features[spec.language_field]
+        language = ftype.names[value] if isinstance(ftype, ClassLabel) else value
+        if not language:
+            raise RowError("bad_language", f"field {spec.language_field!r} is empty")
+    if isinstance(spec.language, list) and language not in spec.language:
+        raise RowError(
+            "bad_language",
+            f"language {language!r} is not one of the source's languages {spec.language}",
+        )
+    return str(language)
 
 
 def _id_text(name: str, value: Any) -> str:

@@ -49,7 +49,9 @@ Variant = Literal[
     "zero_shot_opt", "zero_shot_noopt", "few_shot_opt", "few_shot_noopt", "cot", "inverted"
 ]
 
-# Names that templates see besides the features; a feature may not shadow them.
+# Names that templates see besides the features. A feature may share one (AQuA-RAT's
+# `options`): every feature is also under `example.<name>`, and by its bare name where it does
+# not collide with one of these.
 RESERVED_CONTEXT_NAMES = frozenset(
     {"names", "answer_choices", "example", "options", "choice", "shuffle", "sample", "randint"}
 )
@@ -196,24 +198,92 @@ class CsvOptions(Strict):
     )
 
 
+# A language code as BCP 47 writes one (ISO 639 language, optional subtags): `en`, `de`,
+# `pt-BR`, `zh-Hant`.
+LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
+LanguageCode = Annotated[str, Field(pattern=LANGUAGE_PATTERN)]
+
+
+def _relative_path(path: str | None) -> str | None:
+    if path is None:
+        return path
+    if path.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", path):
+        raise ValueError("sample file must be a relative path inside the catalog")
+    return path
+
+
+class SampleFile(Strict):
+    """One of several files of a sample (``sample.files``): its split, and optionally its
+    language and the key its rows sit under."""
+
+    file: str = Field(description="Path relative to the catalog's data folder or the spec file.")
+    split: str = Field(description="Which split of the original dataset the file comes from.")
+    language: LanguageCode | None = Field(
+        default=None,
+        description="The language of every row of this file (a code of the source's "
+        "`language` list), unless the source's `language_field` says otherwise per row.",
+    )
+    json_field: str | None = Field(
+        default=None,
+        description="Read the list under this key of a JSON object file (default: the "
+        "sample's `json_field`).",
+    )
+
+    _relative = field_validator("file")(_relative_path)
+
+
 class SampleSpec(Strict):
     """A bundled (or user-provided) local file with real examples of the task."""
 
-    file: str = Field(description="Path relative to the catalog's data folder or the spec file.")
-    format: Literal["json", "csv", "parquet"] | None = Field(
-        default=None, description="Inferred from the file extension when omitted."
+    file: str | None = Field(
+        default=None,
+        description="Path relative to the catalog's data folder or the spec file. Give "
+        "`file` and `split`, or several `files`.",
     )
-    split: str = Field(description="Which split of the original dataset the file comes from.")
+    files: list[SampleFile] | None = Field(
+        default=None,
+        min_length=1,
+        description="Several files, each with its own `split` (and optionally `language` and "
+        "`json_field`), read in the order listed; instead of `file` and `split`.",
+    )
+    format: Literal["json", "csv", "parquet"] | None = Field(
+        default=None, description="Inferred from each file's extension when omitted."
+    )
+    split: str | None = Field(
+        default=None,
+        description="Which split of the original dataset the file comes from (with `file`).",
+    )
     csv: CsvOptions | None = None
     json_field: str | None = Field(
         default=None, description="Read the list under this key of a JSON object file."
     )
     id_field: str | None = Field(
-        default=None, description="Raw column holding a stable example id, if any."
+        default=None,
+        description="Raw column holding a stable example id, if any (a dotted path such as "
+        "`meta.id` reaches into nested JSON).",
     )
     fields: dict[str, str | FieldMap] = Field(
         default_factory=dict,
-        description="feature name -> raw column (or FieldMap); unnamed features map by name.",
+        description="feature name -> raw column (or FieldMap); unnamed features map by name. "
+        "A column may be a dotted path into nested JSON: `q.text` (key `text` of the object "
+        "under `q`), `answers.text.0` (the first item of that list); a row where the path "
+        "does not resolve is a `missing_field` reject naming the path.",
+    )
+    filter: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A Jinja boolean expression over each example's features (after "
+        "`fields` and the type conversions), such as `{{ label != 2 }}` or "
+        "`{{ text | length > 10 }}`: a row for which it is false is a `filtered` reject (not "
+        "counted towards `--max-reject-share`); one where it fails is a `filter_error` "
+        "reject with the reason. It must render `True` or `False`.",
+    )
+    limit: Int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_RECORDS,
+        description="Read only the first N rows of each file, in file order; the rest are "
+        "neither read nor counted.",
     )
     allow_outside_catalog: bool = Field(
         default=False,
@@ -222,12 +292,30 @@ class SampleSpec(Strict):
         "could otherwise link data/users.tsv to /etc/passwd and have it rendered and exported.",
     )
 
-    @field_validator("file")
-    @classmethod
-    def _relative(cls, path: str) -> str:
-        if path.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", path):
-            raise ValueError("sample file must be a relative path inside the catalog")
-        return path
+    _relative = field_validator("file")(_relative_path)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SampleSpec:
+        if self.files is not None:
+            if self.file is not None or self.split is not None:
+                raise ValueError("give 'file' and 'split', or 'files', not both")
+        elif self.file is None or self.split is None:
+            raise ValueError("a sample needs 'file' and 'split' (or a list of 'files')")
+        return self
+
+    @property
+    def entries(self) -> list[SampleFile]:
+        """Every file of the sample, in order, as ``files`` entries (one for ``file``)."""
+        if self.files is not None:
+            # A file without its own json_field takes the sample's.
+            return [
+                f
+                if f.json_field is not None
+                else f.model_copy(update={"json_field": self.json_field})
+                for f in self.files
+            ]
+        assert self.file is not None and self.split is not None
+        return [SampleFile(file=self.file, split=self.split, json_field=self.json_field)]
 
 
 class SourceSpec(Strict):
@@ -237,7 +325,19 @@ class SourceSpec(Strict):
     task: str = Field(min_length=1, description="Human-readable task name.")
     cluster: str = Field(pattern=SLUG_PATTERN)
     description: str = ""
-    language: str = "en"
+    language: LanguageCode | list[LanguageCode] = Field(
+        default="en",
+        description="The language of the examples (a BCP 47 code such as `en`), written to "
+        "every record's `language` column and the dataset card; or a list of the codes a "
+        "multilingual source covers. Each row's language is then its `language_field` value, "
+        "or its file's `sample.files[].language`, or the first code listed; a row whose "
+        "language is not listed is a `bad_language` reject.",
+    )
+    language_field: str | None = Field(
+        default=None,
+        description="A feature (`string`, or a ClassLabel whose names are codes) holding each "
+        "row's language code, for a multilingual source whose rows are mixed in one file.",
+    )
     license: str = Field(min_length=1)
     citation: str = ""
     homepage: str = ""
@@ -272,9 +372,8 @@ class SourceSpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> SourceSpec:
-        clash = RESERVED_CONTEXT_NAMES & set(self.features)
-        if clash:
-            raise ValueError(f"feature names {sorted(clash)} are reserved for the template context")
+        # A feature may share a name with the template context (AQuA-RAT's `options`): the
+        # renderer puts every feature under `example.<name>` as well, so none is unreachable.
         if self.hub is None and self.sample is None:
             raise ValueError("a source needs 'hub', 'sample', or both")
         if self.sample:
@@ -284,7 +383,40 @@ class SourceSpec(Strict):
         bare = self.rationale is not None and "{" not in self.rationale
         if bare and self.rationale not in self.features:
             raise ValueError(f"rationale names unknown feature {self.rationale!r}")
+        self._check_languages()
         return self
+
+    def _check_languages(self) -> None:
+        if isinstance(self.language, list):
+            if not self.language:
+                raise ValueError("language: give at least one code")
+            if len(set(self.language)) != len(self.language):
+                raise ValueError("language: each code may be listed once")
+        if self.language_field is not None:
+            ftype = self.features.get(self.language_field)
+            if ftype is None:
+                raise ValueError(f"language_field names unknown feature {self.language_field!r}")
+            if ftype != "string" and not isinstance(ftype, ClassLabel):
+                raise ValueError(
+                    f"language_field {self.language_field!r} must be a string or ClassLabel "
+                    "feature"
+                )
+        for i, entry in enumerate(self.sample.files or [] if self.sample else []):
+            if entry.language is not None and entry.language not in self.languages:
+                raise ValueError(
+                    f"sample.files[{i}].language {entry.language!r} is not among the source's "
+                    f"languages {self.languages}"
+                )
+
+    @property
+    def languages(self) -> list[str]:
+        """Every language the source covers (one, unless ``language`` is a list)."""
+        return list(self.language) if isinstance(self.language, list) else [self.language]
+
+    @property
+    def default_language(self) -> str:
+        """A row's language when neither its ``language_field`` nor its file says."""
+        return self.languages[0]
 
 
 # --------------------------------------------------------------------------- templates
@@ -305,6 +437,36 @@ class TemplateMetadata(Strict):
     )
     metrics: list[str] = Field(default_factory=list)
     languages: list[str] = Field(default_factory=lambda: ["en"])
+
+
+class TemplateText(Strict):
+    """A template's phrasing in one language (``translations.<code>``): each field given
+    replaces the template's own for examples of that language; a field left out keeps the
+    template's."""
+
+    instruction: str | None = Field(
+        default=None, min_length=1, description="Replaces the template's `instruction`."
+    )
+    input: str | None = Field(default=None, description="Replaces the template's `input`.")
+    output: str | None = Field(
+        default=None, min_length=1, description="Replaces the template's `output`."
+    )
+    system: str | None = Field(default=None, description="Replaces the template's `system`.")
+    jinja: str | None = Field(
+        default=None, min_length=1, description="Replaces the template's `jinja` text."
+    )
+    answer_choices: str | list[str] | None = Field(
+        default=None,
+        description="Replaces the template's `answer_choices` (the same number of choices, "
+        "in the same order, so the answer's index still points at the right one).",
+    )
+
+    @model_validator(mode="after")
+    def _something_given(self) -> TemplateText:
+        names = list(type(self).model_fields)
+        if all(getattr(self, name) is None for name in names):
+            raise ValueError("a translation must set at least one of " + ", ".join(names))
+        return self
 
 
 class TemplateSpec(Strict):
@@ -344,6 +506,13 @@ class TemplateSpec(Strict):
         "150 intents): the recipe's styles are narrowed to these, or, when the recipe has none "
         "of them, these are used. Default: the recipe's.",
     )
+    translations: dict[LanguageCode, TemplateText] = Field(
+        default_factory=dict,
+        description="Per-language phrasings: language code -> the fields (`instruction`, "
+        "`input`, `output`, `system`, `jinja`, `answer_choices`) that replace this template's "
+        "own for examples of that language. One template then serves every language of a "
+        "multilingual source; a language without an entry uses the template as written.",
+    )
     metadata: TemplateMetadata = Field(default_factory=TemplateMetadata)
 
     @field_validator("option_styles")
@@ -360,6 +529,26 @@ class TemplateSpec(Strict):
                 raise ValueError("give either 'jinja' or 'instruction'/'input'/'output', not both")
         elif self.instruction is None or self.output is None:
             raise ValueError("a template needs 'instruction' and 'output' (or one 'jinja' text)")
+        for code, text in self.translations.items():
+            # A translation keeps the template's form: it replaces texts, never mixes forms.
+            if self.jinja is not None and (text.instruction, text.input, text.output) != (
+                None,
+                None,
+                None,
+            ):
+                raise ValueError(
+                    f"translations.{code}: the template uses 'jinja'; translate it with 'jinja', "
+                    "not 'instruction'/'input'/'output'"
+                )
+            if self.jinja is None and text.jinja is not None:
+                raise ValueError(
+                    f"translations.{code}: the template uses 'instruction'/'output'; translate "
+                    "those, not 'jinja'"
+                )
+            if text.answer_choices is not None and self.answer_choices is None:
+                raise ValueError(
+                    f"translations.{code}: sets 'answer_choices', but the template has none"
+                )
         return self
 
 

@@ -19,18 +19,6 @@ from typing import Literal
 
 from .models import OptionStyle as Style
 
-# Our own phrasings of the line that introduces the options.
-OPENINGS = (
-    "Options:",
-    "Choose from:",
-    "Possible answers:",
-    "Pick one of these:",
-    "Answer with one of the following:",
-    "Select one:",
-    "The choices are:",
-    "Which is it?",
-)
-
 # One line of "a; b; c" stops being readable somewhere past ten choices; longer lists get a
 # style that puts one choice per line.
 MAX_INLINE_CHOICES = 10
@@ -61,20 +49,26 @@ def style_applies(style: Style, n_choices: int) -> bool:
 
 
 def styles_for(
-    recipe_styles: Sequence[Style], template_styles: Sequence[Style] | None, n_choices: int
+    recipe_styles: Sequence[Style],
+    template_styles: Sequence[Style] | None,
+    n_choices: int,
+    language: str = "en",
 ) -> list[Style]:
     """The styles a record draws its style from, in a fixed order (so the draw is stable).
 
     1. the recipe's ``variants.option_styles``; a template that lists ``option_styles`` keeps
        only those of them, or, when the recipe has none of them, its own list (the template
        knows its choices: 151 intents may need ``numbers`` whatever the recipe prefers);
-    2. less the styles that do not suit ``n_choices`` (``style_applies``), unless none would be
-       left: the rule is about readability, never a reason to lose a record.
+    2. less the styles that do not suit ``n_choices`` (``style_applies``) or the record's
+       ``language`` (``flan`` writes FLAN's English ``OPTIONS:``, so only English records draw
+       it), unless none would be left: the rule is about readability, never a reason to lose a
+       record.
     """
     styles = list(recipe_styles)
     if template_styles:
         styles = [s for s in styles if s in template_styles] or list(template_styles)
-    fitting = [s for s in styles if style_applies(s, n_choices)]
+    english = language.split("-")[0] == "en"
+    fitting = [s for s in styles if style_applies(s, n_choices) and (english or s != "flan")]
     return fitting or styles
 
 

@@ -62,6 +62,7 @@ PLACEHOLDERS = {
     "features": "<feature>",
     "sample.fields": "<feature>",
     "mixing.weights": "<source>",
+    "templates.translations": "<language>",
 }
 
 # Descriptions for fields whose ``Field`` has none yet, by model and field name. A test fails
@@ -72,8 +73,6 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("SourceSpec", "cluster"): "The task cluster (FLAN's task groups), used by a recipe's "
     "`clusters` and `held_out_clusters`: one of " + ", ".join(f"`{c}`" for c in CLUSTERS) + ".",
     ("SourceSpec", "description"): "Free text about the source, shown by `sources show`.",
-    ("SourceSpec", "language"): "The language of the examples (a BCP 47 code such as `en`), "
-    "written to every record's `language` column and the dataset card.",
     ("SourceSpec", "license"): "The licence of the data, written to every record and the card.",
     ("SourceSpec", "citation"): "How to cite the dataset (BibTeX or a line); the card lists it.",
     ("SourceSpec", "homepage"): "The dataset's home page, linked from the card.",
@@ -348,7 +347,7 @@ features:
   premise: string
   hypothesis: string
   label: {names: [entailment, neutral, contradiction]}
-sample: {file: my_nli.jsonl, split: train}
+hub: {id: me/my_nli}
 """,
     TemplateFile: """\
 source: my_nli
@@ -367,7 +366,9 @@ EXAMPLES: dict[str, str] = {
     "task": "task: natural language inference",
     "cluster": "cluster: nli",
     "description": "description: Pairs of sentences labelled for entailment by crowd workers.",
-    "language": "language: de",
+    "language": "language: [en, de, fr]",
+    "language_field": "language: [en, de, fr]\nfeatures: {premise: string, lang: string}\n"
+    "language_field: lang",
     "license": "license: CC BY-SA 4.0",
     "citation": 'citation: "Me et al. 2026. My NLI corpus."',
     "homepage": "homepage: https://example.org/my_nli",
@@ -396,11 +397,24 @@ EXAMPLES: dict[str, str] = {
     "    premise: sentence1\n    hypothesis: sentence2\n"
     "    label: {column: gold, values: {e: entailment, n: neutral, c: contradiction}}",
     "sample.fields.<feature>.column": "sample:\n  file: my_nli.jsonl\n  split: train\n"
-    "  fields: {premise: {column: sentence1}}",
+    "  fields: {premise: {column: pair.sentence1}, hypothesis: {column: hypotheses.0}}",
     "sample.fields.<feature>.split": "features: {labels: {sequence: {names: [joy, anger, fear]}}}\n"
     "sample:\n  file: emotions.tsv\n  split: train\n  fields: {labels: {column: ids, split: ','}}",
     "sample.fields.<feature>.values": "sample:\n  file: my_nli.jsonl\n  split: train\n"
     "  fields:\n    label: {column: gold, values: {e: entailment, n: neutral, c: contradiction}}",
+    "sample.files": "language: [en, de]\nsample:\n  files:\n"
+    "    - {file: my_nli.en.jsonl, split: train, language: en}\n"
+    "    - {file: my_nli.de.jsonl, split: train, language: de}",
+    "sample.files[].file": "sample:\n  files: [{file: my_nli.train.jsonl, split: train}]",
+    "sample.files[].split": "sample:\n  files:\n    - {file: my_nli.train.jsonl, split: train}\n"
+    "    - {file: my_nli.dev.jsonl, split: validation}",
+    "sample.files[].language": "language: [en, de]\nsample:\n  files:\n"
+    "    - {file: my_nli.de.jsonl, split: train, language: de}",
+    "sample.files[].json_field": "sample:\n  files:\n"
+    "    - {file: my_nli.json, split: train, json_field: train}\n"
+    "    - {file: my_nli.json, split: validation, json_field: dev}",
+    "sample.filter": 'sample: {file: my_nli.jsonl, split: train, filter: "{{ label != 1 }}"}',
+    "sample.limit": "sample: {file: my_nli.jsonl, split: train, limit: 500}",
     "sample.allow_outside_catalog": "sample: {file: shared.jsonl, split: train, "
     "allow_outside_catalog: true}",
     "features": "features:\n  question: string\n  choices: list[string]\n  answer: int\n"
@@ -447,6 +461,42 @@ EXAMPLES: dict[str, str] = {
     "    option_styles: [letters, numbers]\n"
     '    instruction: "Does \\"{{ premise }}\\" imply \\"{{ hypothesis }}\\"?"\n'
     '    output: "{{ answer_choices[label] }}"\n    answer_choices: ["yes", "maybe", "no"]',
+    "templates[].translations": "templates:\n  - id: does-it-follow\n"
+    '    instruction: "Does \\"{{ premise }}\\" imply \\"{{ hypothesis }}\\"?"\n'
+    '    output: "{{ answer_choices[label] }}"\n    answer_choices: ["yes", "maybe", "no"]\n'
+    "    translations:\n"
+    '      de: {instruction: "Folgt \\"{{ hypothesis }}\\" aus \\"{{ premise }}\\"?", '
+    'answer_choices: ["ja", "vielleicht", "nein"]}',
+    "templates[].translations.<language>.instruction": (
+        "templates:\n  - id: does-it-follow\n" + _TEMPLATE + "    translations:\n"
+        '      de: {instruction: "Folgt \\"{{ hypothesis }}\\" aus \\"{{ premise }}\\"?"}'
+    ),
+    "templates[].translations.<language>.input": (
+        "templates:\n  - id: with-input\n"
+        "    instruction: Does the sentence hold?\n"
+        '    input: "Sentence: {{ premise }}"\n    output: "yes"\n'
+        "    translations:\n"
+        '      de: {input: "Satz: {{ premise }}"}'
+    ),
+    "templates[].translations.<language>.output": (
+        "templates:\n  - id: does-it-follow\n" + _TEMPLATE + "    translations:\n"
+        '      de: {output: "Ja."}'
+    ),
+    "templates[].translations.<language>.system": (
+        "templates:\n  - id: does-it-follow\n" + _TEMPLATE + "    translations:\n"
+        "      de: {system: Antworte mit einem Wort.}"
+    ),
+    "templates[].translations.<language>.answer_choices": (
+        "templates:\n  - id: yes-no\n"
+        '    instruction: "{{ premise }} => {{ hypothesis }}?"\n'
+        '    output: "{{ answer_choices[label] }}"\n    answer_choices: ["yes", "no"]\n'
+        "    translations:\n"
+        '      de: {answer_choices: ["ja", "nein"]}'
+    ),
+    "templates[].translations.<language>.jinja": "templates:\n  - id: gpt-3-style\n"
+    '    jinja: "{{ premise }} Question: {{ hypothesis }}? ||| yes"\n'
+    "    translations:\n"
+    '      de: {jinja: "{{ premise }} Frage: {{ hypothesis }}? ||| ja"}',
     "templates[].metadata": "templates:\n  - id: does-it-follow\n"
     "    metadata: {original_task: true, choices_in_prompt: false, metrics: [accuracy]}\n"
     + _TEMPLATE,
@@ -595,11 +645,18 @@ publishes them**, so the same templates render your sample and the full dataset.
   `{{sequence: {{names: [...]}}}}` for multi-label lists. Values are converted by the declared
   type only, never guessed from the data; a row that cannot be converted is a reject with its
   reason (`rejects/load/`).
-- **Reserved names.** Templates see these names besides the features, so no feature may use
-  one: {_NAMES}.
+- **Context names.** Templates see these names besides the features: {_NAMES}. A feature may
+  share one (AQuA-RAT and MathQA publish `options`): every feature is also
+  `example.<feature>`, and is seen by its bare name where that does not collide.
 - **Files.** `sample.file` is `.jsonl` (JSON Lines), `.json` (a JSON array of rows, or one JSON
   object with the rows under `sample.json_field`), `.csv`/`.tsv` (see `sample.csv`) or
-  `.parquet`. Raw columns map onto features through `sample.fields`.
+  `.parquet`; `sample.files` lists several (one per split or language, or several keys of one
+  JSON object). Raw columns map onto features through `sample.fields`; a column may be a
+  dotted path into nested JSON (`q.text`, `answers.text.0`). `sample.filter` keeps the rows a
+  Jinja test passes and `sample.limit` reads only the first rows of each file.
+- **Multilingual sources.** `language` may list several codes; each row's language comes from
+  `language_field`, or its file's `sample.files[].language`, or the first code. One template
+  file serves every language; a template's `translations` give per-language phrasings.
 - **`rationale`** makes chain-of-thought records possible for templates marked `cot: true`.
 - **`split_group`** keeps examples that share a value in one split and never lets them
   exemplify each other; **`decontaminate_on`** picks the text that stands for a held-out
@@ -618,14 +675,17 @@ rejects that record with its reason (`rejects/render/`), it never renders as emp
 lint` / `templates preview` to check one.
 
 - **What a template sees:** every feature by name (ClassLabels as ints), `names.<feature>`
-  (label names), `answer_choices` (the rendered choices), and the seeded helpers; the full list
-  of reserved names: {_NAMES}.
+  (label names), `answer_choices` (the rendered choices), and the seeded helpers: {_NAMES}. A
+  feature named like one of these is reached as `example.<feature>`.
 - **Two forms:** `instruction` + `output` (and optional `input`), or promptsource's one
   `jinja` text split on `|||` into prompt and output.
 - **Answer choices** are a list (each item Jinja) or one Jinja string split on `|||`, such as
   `{{{{ answer_choices_field | join(' ||| ') }}}}`. A template with choices gets an options
   block in the drawn style (a recipe's `variants.option_styles`) unless its instruction lists
   them itself: then set `metadata.choices_in_prompt: true`.
+- **Languages:** `translations.<code>` replaces any of the template's texts for examples of
+  that language (from the source's `language`, `language_field` or `sample.files[].language`),
+  so one template serves a multilingual source.
 - **Variants** of every record: {", ".join(f"`{v}`" for v in VARIANTS)}. `cot: true` lets a
   template make chain-of-thought records when its source has a `rationale`; `inverted: true`
   marks a template that turns the task around.

@@ -27,8 +27,9 @@ from . import helpers
 from .catalog import Source, Template
 from .errors import CatalogError
 from .load import Example
+from .locales import locale_for
 from .models import VARIANTS, ClassLabel, OptionStyle, Recipe, SequenceOfClassLabel, SourceSpec
-from .options import OPENINGS, format_options, styles_for
+from .options import format_options, styles_for
 from .sandbox import (
     ObjectRendered,
     RenderLimit,
@@ -40,15 +41,9 @@ from .sandbox import (
 from .seeding import stable_id, stable_keys, stable_rng
 
 CHOICE_SEPARATOR = "|||"
-# Chain-of-thought records end with this line; validation reads the answer after it.
+# Chain-of-thought records end with this line (in the example's language: ``locales.yaml``);
+# validation reads the answer after it. The English one, for English-only callers.
 COT_ANSWER_PREFIX = "So the answer is: "
-# Our own phrasings of the request to reason first, one drawn per record.
-COT_TRIGGERS = (
-    "Think it through step by step before you answer.",
-    "Reason about it first, then give your answer.",
-    "Explain your reasoning, then state the answer.",
-    "Work it out step by step.",
-)
 Renderable = Callable[[dict[str, Any]], str]
 # Half of a UTF-16 pair on its own: Python holds it, no UTF-8 file or Arrow column can.
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -361,6 +356,8 @@ class Renderer:
         self.templates = sorted(
             (CompiledTemplate(self.env, t) for t in templates), key=lambda c: c.id
         )
+        # Per-language phrasings of a template, compiled when first needed.
+        self._translated: dict[tuple[str, str], CompiledTemplate] = {}
         per = recipe.templates_per_example
         self.k = len(self.templates) if per == "all" else min(per, len(self.templates))
         # Sorted by id, so exemplar draws depend on which examples are in the pool, not on the
@@ -413,16 +410,28 @@ class Renderer:
         shown = compiled.has_choices and (
             spec.metadata.choices_in_prompt or k_options / 2**64 < v.options_shown
         )
-        opening = OPENINGS[k_opening % len(OPENINGS)]
-        trigger = COT_TRIGGERS[k_trigger % len(COT_TRIGGERS)]
+        # The renderer's own sentences, in the example's language.
+        words = locale_for(self.language_of(example))
+        opening = words.option_openings[k_opening % len(words.option_openings)]
+        trigger = words.cot_triggers[k_trigger % len(words.cot_triggers)]
         return Draw(base, shown, k_style, opening, trigger)
 
-    def style_for(self, compiled: CompiledTemplate, draw: Draw, n_choices: int) -> OptionStyle:
+    def language_of(self, example: Example) -> str:
+        """The example's language: its own (a multilingual source sets one per row or file),
+        else the source's."""
+        return example.language or self.source.spec.default_language
+
+    def style_for(
+        self, compiled: CompiledTemplate, draw: Draw, n_choices: int, language: str = "en"
+    ) -> OptionStyle:
         """The record's option style: forced, or drawn among those that suit its choices."""
         if draw.style is not None:
             return draw.style
         styles = styles_for(
-            self.recipe.variants.option_styles, compiled.template.spec.option_styles, n_choices
+            self.recipe.variants.option_styles,
+            compiled.template.spec.option_styles,
+            n_choices,
+            language,
         )
         return styles[draw.style_key % len(styles)]
 
@@ -437,8 +446,26 @@ class Renderer:
                 out.append(exc)
         return out
 
+    def localized(self, compiled: CompiledTemplate, language: str) -> CompiledTemplate:
+        """The template in ``language``: its ``translations`` entry for that language (or its
+        base language) laid over its own fields; the template itself when it has none."""
+        translations = compiled.template.spec.translations
+        code = language if language in translations else language.split("-")[0]
+        text = translations.get(code)
+        if text is None:
+            return compiled
+        key = (compiled.id, code)
+        if key not in self._translated:
+            spec = compiled.template.spec.model_copy(
+                update={k: v for k, v in text.model_dump().items() if v is not None}
+            )
+            template = Template(spec, compiled.template.source, compiled.template.path)
+            self._translated[key] = CompiledTemplate(self.env, template)
+        return self._translated[key]
+
     def render_with(self, example: Example, compiled: CompiledTemplate, draw: Draw) -> Rendered:
         """One record, within the recipe's time limit; any failure is a RenderError."""
+        compiled = self.localized(compiled, self.language_of(example))
         path = compiled.template.path
         try:
             with deadline(self.recipe.limits.max_render_seconds):
@@ -468,7 +495,8 @@ class Renderer:
         turns = [(user, output)]
         if base == "cot":
             rationale = self._rationale(example, compiled)
-            turns = [(f"{user}\n\n{draw.trigger}", f"{rationale}\n\n{COT_ANSWER_PREFIX}{output}")]
+            prefix = locale_for(self.language_of(example)).cot_answer_prefix
+            turns = [(f"{user}\n\n{draw.trigger}", f"{rationale}\n\n{prefix}{output}")]
         elif base == "few_shot":
             shots = self._exemplars(example, compiled, draw, user, output)
             if shots:
@@ -499,7 +527,7 @@ class Renderer:
         if choices and draw.options_shown and (
             not spec.metadata.choices_in_prompt or compiled.uses_options
         ):
-            style = self.style_for(compiled, draw, len(choices))
+            style = self.style_for(compiled, draw, len(choices), self.language_of(example))
             block = format_options(choices, style, draw.opening, spec.option_target)
         context["answer_choices"] = choices
         context["options"] = block.text if block else ""
@@ -537,11 +565,12 @@ class Renderer:
             raise RenderError("empty_rationale", "the example has an empty rationale", compiled.id)
         return text
 
-    @staticmethod
-    def _may_exemplify(other: Example, example: Example) -> bool:
+    def _may_exemplify(self, other: Example, example: Example) -> bool:
         """An exemplar is never the query, nor of the query's split group (a sibling would
-        hand the model the query's own input, or its answer)."""
+        hand the model the query's own input, or its answer), nor in another language."""
         if other.example_id == example.example_id:
+            return False
+        if self.language_of(other) != self.language_of(example):
             return False
         return not (other.group and other.group == example.group)
 
@@ -661,7 +690,7 @@ def to_record(source: Source, example: Example, rendered: Rendered) -> dict[str,
         "answer_choices": rendered.answer_choices,
         "example_id": example.example_id,
         "split": example.split,
-        "language": spec.language,
+        "language": example.language or spec.default_language,
         "license": spec.license,
     }
 

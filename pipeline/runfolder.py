@@ -61,6 +61,7 @@ EXAMPLE_SCHEMA = pa.schema(
         ("key", pa.uint64()),
         ("group", pa.string()),
         ("out_split", pa.string()),
+        ("language", pa.string()),
     ]
 )
 

@@ -252,7 +252,9 @@ def _load_source(
     with RejectSink(folder.rejects("load", name, 0)) as rejects:
         with ParquetSink(all_path, EXAMPLE_SCHEMA) as sink:
             for split_data in splits:
-                for batch in iter_rows(source, split_data, data):
+                for batch in iter_rows(
+                    source, split_data, data, filter_seconds=recipe.limits.max_render_seconds
+                ):
                     rows = []
                     for item in batch:
                         counts.examples_in += 1
@@ -380,6 +382,7 @@ def _example_row(example: Example, key: int, group: str, split: str) -> dict[str
         "key": key,
         "group": group,
         "out_split": split,
+        "language": example.language,
     }
 
 
@@ -392,6 +395,7 @@ def examples_of(batch: pa.RecordBatch) -> list[Example]:
             ex["locator"],
             ex["group"],
             ex["out_split"],
+            ex["language"],
         )
         for ex in batch.to_pylist()
     ]

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from .locales import locale_for
 from .models import Limits, Record
-from .render import COT_ANSWER_PREFIX
 
 TEMPLATE_SYNTAX = ("{{", "}}", "{%", "%}", "{#", "#}")
 
@@ -45,8 +45,9 @@ def check_record(
         return "empty_output", "the assistant turn is empty"
     if any(not p.strip() for p in prompt):
         return "empty_prompt", "a user turn is empty"
-    if record.variant == "cot" and COT_ANSWER_PREFIX not in output:
-        return "cot_shape", f"chain-of-thought output lacks the line {COT_ANSWER_PREFIX!r}"
+    prefix = locale_for(record.language).cot_answer_prefix
+    if record.variant == "cot" and prefix not in output:
+        return "cot_shape", f"chain-of-thought output lacks the line {prefix!r}"
     if record.answer_choices is not None:
         if any(not c for c in record.answer_choices):
             return (
@@ -54,7 +55,7 @@ def check_record(
                 f"answer choices contain an empty string: {record.answer_choices}",
             )
         # A chain-of-thought output is the rationale, then the answer after the fixed prefix.
-        answer = output.rsplit(COT_ANSWER_PREFIX, 1)[-1] if record.variant == "cot" else output
+        answer = output.rsplit(prefix, 1)[-1] if record.variant == "cot" else output
         if answer not in record.answer_choices:
             return (
                 "output_not_in_choices",
