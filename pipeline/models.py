@@ -318,6 +318,20 @@ class SampleSpec(Strict):
         return [SampleFile(file=self.file, split=self.split, json_field=self.json_field)]
 
 
+class RecordRule(Strict):
+    """A check of your own on every rendered record, written in Jinja: a record for which
+    ``check`` does not render ``True`` is rejected with ``name`` as its rule."""
+
+    name: Slug = Field(description="The reject rule a failing record gets.")
+    check: str = Field(
+        min_length=1,
+        description="A Jinja expression over the record: `prompt` (its last user turn), "
+        "`output` (its answer), `system`, `variant`, `template_id`, `source`, `language`; "
+        "e.g. `{{ output | trim | lower != prompt | trim | lower }}`.",
+    )
+    message: str = Field(default="", description="What the reject says (default: the check).")
+
+
 class SourceSpec(Strict):
     """One NLP task: where it lives and the schema templates render against."""
 
@@ -355,6 +369,11 @@ class SourceSpec(Strict):
         "expression over the example (`{{ premise | lower }}`). A list of them joins examples "
         "that share any one value (PAWS: `[sentence1, sentence2]`, since one sentence recurs "
         "across pairs). Default: each example alone.",
+    )
+    record_rules: list[RecordRule] = Field(
+        default_factory=list,
+        description="Checks of your own on this source's rendered records (see RecordRule); "
+        "a record failing one is a reject named after it.",
     )
     decontaminate_on: list[str] | None = Field(
         default=None,
@@ -771,6 +790,11 @@ class Recipe(Strict):
     templates_per_example: int | Literal["all"] = "all"
     mixing: Mixing = Field(default_factory=Mixing)
     validation_fraction: Float = Field(default=0.0, ge=0.0, lt=1.0)
+    record_rules: list[RecordRule] = Field(
+        default_factory=list,
+        description="Checks of your own on every rendered record of the recipe (see "
+        "RecordRule), besides each source's own.",
+    )
     dedup: Dedup = Field(default_factory=Dedup)
     decontamination: Decontamination = Field(default_factory=Decontamination)
     system: str | None = Field(default=None, description="System prompt for every record.")

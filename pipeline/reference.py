@@ -422,6 +422,15 @@ EXAMPLES: dict[str, str] = {
     "features.<feature>.names": "features:\n  label: {names: [negative, positive]}",
     "features.<feature>.sequence": "features:\n  labels: {sequence: {names: [joy, anger, fear]}}",
     "split_group": "split_group: premise",
+    # One set for a source's and a recipe's rules: the same keys, the same meaning.
+    "record_rules": "record_rules:\n  - name: short_answer\n"
+    '    check: "{{ output | wordcount <= 3 }}"',
+    "record_rules[].name": "record_rules:\n  - name: short_answer\n"
+    '    check: "{{ output | wordcount <= 3 }}"',
+    "record_rules[].check": "record_rules:\n  - name: answer_repeats_prompt\n"
+    '    check: "{{ output | trim | lower != prompt | trim | lower }}"',
+    "record_rules[].message": "record_rules:\n  - name: short_answer\n"
+    '    check: "{{ output | wordcount <= 3 }}"\n    message: a label answer is one to three words',
     "decontaminate_on": "decontaminate_on: [premise, hypothesis]",
     "rationale": "features: {explanation_1: string}\nrationale: explanation_1",
     # ---- templates

@@ -31,6 +31,7 @@ from .models import Manifest, Recipe, Reject, SourceCounts
 from .plan import plan_recipe
 from .progress import NullProgress, Progress
 from .render import Renderer, RenderError, to_record
+from .rules import CompiledRule, broken_rule, compile_rules
 from .runfolder import (
     EXAMPLE_SCHEMA,
     PART_SCHEMA,
@@ -127,6 +128,10 @@ def prepare(
     catalog = catalog_for_recipe(src_dirs, tpl_dirs)
     members = resolve_sources(recipe, catalog)
     names = list(members)
+    # A broken rule stops the run here, before anything renders.
+    compile_rules(recipe.record_rules, f"{recipe_path}")
+    for name in names:
+        compile_rules(catalog.source(name).spec.record_rules, str(catalog.source(name).path))
     opened = {}
     with progress.task("opening sources", len(names)) as advance:
         for name in names:
@@ -427,6 +432,16 @@ def _context(out: str, fingerprint: str) -> tuple[Recipe, Catalog]:
 
 
 @functools.lru_cache(maxsize=64)
+def _rules(out: str, fingerprint: str, source: str) -> list[CompiledRule]:
+    recipe, catalog = _context(out, fingerprint)
+    spec = catalog.source(source)
+    return [
+        *compile_rules(recipe.record_rules, f"recipe {recipe.name!r}"),
+        *compile_rules(spec.spec.record_rules, f"{spec.path}"),
+    ]
+
+
+@functools.lru_cache(maxsize=64)
 def _renderer(out: str, fingerprint: str, source: str) -> Renderer:
     recipe, catalog = _context(out, fingerprint)
     pool = few_shot_pool(RunFolder(Path(out)), source) if recipe.variants.few_shot > 0 else []
@@ -534,10 +549,14 @@ def _validate_records(
 ) -> tuple[pa.Table, list[Reject]]:
     """Check ``rows`` (the records of ``table``, as dicts); return the table's good rows."""
     recipe, _ = _context(task.out, task.fingerprint)
+    rules = _rules(task.out, task.fingerprint, task.source)
+    seconds = recipe.limits.max_render_seconds
     keep: list[bool] = []
     rejects: list[Reject] = []
     for row in rows:
         problem = check_record(row, recipe.limits, row["example_id"] in with_syntax)
+        if problem is None:
+            problem = broken_rule(rules, row, seconds)
         keep.append(problem is None)
         if problem is not None:
             rejects.append(
