@@ -63,7 +63,7 @@ def _source_plan(
     folder: RunFolder, prepared: Any, name: str, counts: dict[str, Any]
 ) -> dict[str, Any]:
     recipe, catalog = prepared.recipe, prepared.catalog
-    pool = few_shot_pool(folder, name) if recipe.variants.few_shot > 0 else []
+    pool = few_shot_pool(folder, name) if recipe.variants.uses_exemplars else []
     renderer = Renderer(catalog.source(name), catalog.templates_for(name), recipe, pool)
     variants: dict[str, int] = {}
     by_split: dict[str, int] = {}

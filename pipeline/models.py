@@ -44,9 +44,23 @@ CLUSTERS = (
 
 # FLAN 2022's four forms (zero/few-shot, options shown or not), plus chain-of-thought and
 # inverted ("turn the task around") records.
-VARIANTS = ("zero_shot_opt", "zero_shot_noopt", "few_shot_opt", "few_shot_noopt", "cot", "inverted")
+VARIANTS = (
+    "zero_shot_opt",
+    "zero_shot_noopt",
+    "few_shot_opt",
+    "few_shot_noopt",
+    "cot",
+    "few_shot_cot",
+    "inverted",
+)
 Variant = Literal[
-    "zero_shot_opt", "zero_shot_noopt", "few_shot_opt", "few_shot_noopt", "cot", "inverted"
+    "zero_shot_opt",
+    "zero_shot_noopt",
+    "few_shot_opt",
+    "few_shot_noopt",
+    "cot",
+    "few_shot_cot",
+    "inverted",
 ]
 
 # Names that templates see besides the features. A feature may share one (AQuA-RAT's
@@ -624,6 +638,13 @@ class Variants(Strict):
     zero_shot: Float = Field(default=1.0, ge=0, le=MAX_SHARE)
     few_shot: Float = Field(default=0.0, ge=0, le=MAX_SHARE)
     cot: Float = Field(default=0.0, ge=0, le=MAX_SHARE)
+    few_shot_cot: Float = Field(
+        default=0.0,
+        ge=0,
+        le=MAX_SHARE,
+        description="Share of few-shot chain-of-thought records: worked exemplars, each with "
+        "its rationale and answer line, then the query in chain-of-thought form (Flan 2022).",
+    )
     options_shown: Float = Field(
         default=1.0, ge=0, le=1, description="Share of choice templates that show the options."
     )
@@ -631,10 +652,15 @@ class Variants(Strict):
         default_factory=lambda: list(OPTION_STYLES), min_length=1
     )
 
+    @property
+    def uses_exemplars(self) -> bool:
+        """Whether any record may carry few-shot exemplars (so a pool is needed)."""
+        return self.few_shot > 0 or self.few_shot_cot > 0
+
     @model_validator(mode="after")
     def _some_share(self) -> Variants:
-        if self.zero_shot + self.few_shot + self.cot <= 0:
-            raise ValueError("at least one of zero_shot, few_shot, cot must be > 0")
+        if self.zero_shot + self.few_shot + self.cot + self.few_shot_cot <= 0:
+            raise ValueError("at least one of zero_shot, few_shot, cot, few_shot_cot must be > 0")
         return self
 
 

@@ -199,6 +199,6 @@ def _recipe_examples(
             for batch in read_batches(path)
             for e in examples_of(batch)
         ]
-        pool = few_shot_pool(folder, source) if rec.variants.few_shot > 0 else []
+        pool = few_shot_pool(folder, source) if rec.variants.uses_exemplars else []
     queries = [e for e in examples if e.out_split != "exemplar"]
     return prepared.catalog, rec, pool, queries

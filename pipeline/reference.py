@@ -582,6 +582,7 @@ EXAMPLES: dict[str, str] = {
     "variants.zero_shot": "variants: {zero_shot: 0.7, few_shot: 0.3}",
     "variants.few_shot": "variants: {zero_shot: 0.5, few_shot: 0.5}",
     "variants.cot": "variants: {zero_shot: 0.8, cot: 0.2}",
+    "variants.few_shot_cot": "variants: {zero_shot: 0.6, cot: 0.2, few_shot_cot: 0.2}",
     "variants.options_shown": "variants: {options_shown: 0.5}",
     "variants.option_styles": "variants: {option_styles: [letters, numbers]}",
     "few_shot": "few_shot: {k: 3, max_chars: 4000, format: one_turn}",

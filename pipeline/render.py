@@ -364,6 +364,10 @@ class Renderer:
         # order they arrived in. The pool holds train examples only (or an eval source's own
         # exemplar pool), whatever the query's split: no held-out answer reaches a prompt.
         self.pool: list[Example] = sorted(pool, key=lambda e: e.example_id)
+        # Exemplars are of the query's language: one pool per language, each sorted by id.
+        self._pools: dict[str, list[Example]] = {}
+        for ex in self.pool:
+            self._pools.setdefault(self.language_of(ex), []).append(ex)
         text = rationale_text(source.spec)
         self.has_rationale = text is not None
         self.rationale: Renderable | None = None
@@ -405,6 +409,9 @@ class Renderer:
                 shares.append(("few_shot", v.few_shot))
             if v.cot > 0 and spec.cot and self.has_rationale:
                 shares.append(("cot", v.cot))
+            cot_shots = v.few_shot_cot > 0 and spec.cot and self.has_rationale
+            if cot_shots and self._has_exemplars(example):
+                shares.append(("few_shot_cot", v.few_shot_cot))
             base = _weighted(shares, k_variant / 2**64)
         # A template that writes its choices into its prompt shows them on every record.
         shown = compiled.has_choices and (
@@ -493,10 +500,17 @@ class Renderer:
         user, output, choices, system, shown = self._single(example, compiled, draw)
         base = draw.base
         turns = [(user, output)]
-        if base == "cot":
-            rationale = self._rationale(example, compiled)
-            prefix = locale_for(self.language_of(example)).cot_answer_prefix
-            turns = [(f"{user}\n\n{draw.trigger}", f"{rationale}\n\n{prefix}{output}")]
+        if base in ("cot", "few_shot_cot"):
+            query = self._cot_turn(example, compiled, draw, user, output)
+            turns = [query]
+            if base == "few_shot_cot":
+                # Worked exemplars, each with its own reasoning, then the query (Flan 2022's
+                # few-shot chain-of-thought); with none that fits, honestly zero-shot CoT.
+                shots = self._exemplars(example, compiled, draw, *query, cot=True)
+                if shots:
+                    turns = self._few_shot_turns(shots, *query)
+                else:
+                    base = "cot"
         elif base == "few_shot":
             shots = self._exemplars(example, compiled, draw, user, output)
             if shots:
@@ -545,6 +559,15 @@ class Renderer:
         )
         return user, output, choices, parts.system, shown
 
+    def _cot_turn(
+        self, example: Example, compiled: CompiledTemplate, draw: Draw, user: str, output: str
+    ) -> tuple[str, str]:
+        """The chain-of-thought form of one (user, output) pair: the request to reason first,
+        then the rationale and the answer line, in the example's language."""
+        rationale = self._rationale(example, compiled)
+        prefix = locale_for(self.language_of(example)).cot_answer_prefix
+        return f"{user}\n\n{draw.trigger}", f"{rationale}\n\n{prefix}{output}"
+
     def _rationale(self, example: Example, compiled: CompiledTemplate) -> str:
         if self.rationale_error is not None:
             raise RenderError("template_syntax", self.rationale_error, compiled.id)
@@ -577,15 +600,22 @@ class Renderer:
     def _has_exemplars(self, example: Example) -> bool:
         # The pool is sorted by id; two entries suffice to know one is not the query itself
         # (a pool of one group only is found out in _exemplars, and the record is zero-shot).
-        return any(self._may_exemplify(other, example) for other in self.pool[:2])
+        pool = self._pools.get(self.language_of(example), [])
+        return any(self._may_exemplify(other, example) for other in pool[:2])
 
     def _exemplars(
-        self, example: Example, compiled: CompiledTemplate, draw: Draw, user: str, output: str
+        self,
+        example: Example,
+        compiled: CompiledTemplate,
+        draw: Draw,
+        user: str,
+        output: str,
+        cot: bool = False,
     ) -> list[tuple[str, str]]:
         """Up to k (user, output) exemplars from the pool (train examples of the source):
         seeded, never the example itself, its split group, its prompt text, nor a duplicate of
         each other, within the character budget."""
-        pool = self.pool
+        pool = self._pools.get(self.language_of(example), [])
         cfg = self.recipe.few_shot
         rng = stable_rng(self.seed, "fewshot", self.source.name, example.example_id, compiled.id)
         candidates = rng.sample(range(len(pool)), min(len(pool), cfg.k * 4 + 1))
@@ -598,6 +628,8 @@ class Renderer:
                 continue
             try:
                 shot = self._single(other, compiled, draw)[:2]
+                if cot:
+                    shot = self._cot_turn(other, compiled, draw, *shot)
             except RenderError:
                 continue  # a bad exemplar is skipped; it gets its own reject as a target
             cost = len(shot[0]) + len(shot[1]) + 4
@@ -720,7 +752,9 @@ def variant_problem(
         return None
     if variant == "inverted":
         return f"{name} is not inverted (no 'inverted: true'): it never makes 'inverted' records"
-    if variant == "cot":
+    if variant in ("cot", "few_shot_cot"):
+        if recipe_shares and variant == "few_shot_cot" and v.few_shot_cot <= 0:
+            return f"{recipe} gives few-shot chain-of-thought no share (variants.few_shot_cot: 0)"
         if not spec.cot:
             return f"{name} is not marked 'cot: true': it never makes chain-of-thought records"
         if not renderer.has_rationale:
@@ -728,7 +762,7 @@ def variant_problem(
                 f"source {renderer.source.name!r} has no 'rationale:': its templates never make "
                 "chain-of-thought records"
             )
-        if recipe_shares and v.cot <= 0:
+        if recipe_shares and variant == "cot" and v.cot <= 0:
             return f"{recipe} gives chain-of-thought no share (variants.cot: 0)"
         return None
     base, _, opt = variant.rpartition("_")
@@ -769,7 +803,7 @@ def unmade_variant(
 
 def forced_draw(draw: Draw, variant: str) -> Draw:
     """``draw`` with its form replaced by ``variant`` (one ``variant_problem`` accepts)."""
-    if variant in ("cot", "inverted"):
+    if variant in ("cot", "few_shot_cot", "inverted"):
         return dataclasses.replace(draw, base=variant)
     base, _, opt = variant.rpartition("_")
     return dataclasses.replace(draw, base=base, options_shown=opt == "opt")

@@ -444,7 +444,7 @@ def _rules(out: str, fingerprint: str, source: str) -> list[CompiledRule]:
 @functools.lru_cache(maxsize=64)
 def _renderer(out: str, fingerprint: str, source: str) -> Renderer:
     recipe, catalog = _context(out, fingerprint)
-    pool = few_shot_pool(RunFolder(Path(out)), source) if recipe.variants.few_shot > 0 else []
+    pool = few_shot_pool(RunFolder(Path(out)), source) if recipe.variants.uses_exemplars else []
     return Renderer(catalog.source(source), catalog.templates_for(source), recipe, pool)
 
 

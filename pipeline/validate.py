@@ -46,7 +46,8 @@ def check_record(
     if any(not p.strip() for p in prompt):
         return "empty_prompt", "a user turn is empty"
     prefix = locale_for(record.language).cot_answer_prefix
-    if record.variant == "cot" and prefix not in output:
+    cot = record.variant in ("cot", "few_shot_cot")
+    if cot and prefix not in output:
         return "cot_shape", f"chain-of-thought output lacks the line {prefix!r}"
     if record.answer_choices is not None:
         if any(not c for c in record.answer_choices):
@@ -55,7 +56,7 @@ def check_record(
                 f"answer choices contain an empty string: {record.answer_choices}",
             )
         # A chain-of-thought output is the rationale, then the answer after the fixed prefix.
-        answer = output.rsplit(prefix, 1)[-1] if record.variant == "cot" else output
+        answer = output.rsplit(prefix, 1)[-1] if cot else output
         if answer not in record.answer_choices:
             return (
                 "output_not_in_choices",
