@@ -20,7 +20,7 @@ from rich.table import Table
 from . import __version__
 from .catalog import load_catalog
 from .dryrun import dry_run as dry_run_plan
-from .errors import CatalogError, PipelineError
+from .errors import CatalogError, PipelineError, os_cause
 from .executor import ExecutorName, make_executor
 from .export import export_stage, push_to_hub, redact_secrets
 from .lint import lint_catalog
@@ -114,7 +114,7 @@ def _error(line: str) -> None:
 
 def os_error_line(exc: OSError) -> str:
     """``path: cause`` for an error the operating system gave (disk full, read-only, gone)."""
-    cause = exc.strerror or str(exc) or type(exc).__name__
+    cause = os_cause(exc)
     where = ": ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
     return f"{where}: {cause}" if where else cause
 

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from .catalog import Catalog, recipe_context
-from .errors import PipelineError
+from .errors import PipelineError, os_cause, os_filename
 from .models import Manifest, Recipe
 from .progress import NullProgress, Progress
 from .runfolder import (
@@ -100,7 +100,7 @@ def export_stage(
             return _export(folder, to, force, progress)
     except OSError as exc:
         # Reading the run folder or writing its manifest: the export itself is settled by now.
-        raise PipelineError(f"{_filename(exc) or folder.root}: {_cause(exc)}") from None
+        raise PipelineError(f"{os_filename(exc) or folder.root}: {os_cause(exc)}") from None
 
 
 def _export(folder: RunFolder, to: Path | None, force: bool, progress: Progress) -> Manifest:
@@ -457,30 +457,15 @@ def _export_lock(target: Path) -> Iterator[None]:
         fh.close()
 
 
-def _filename(exc: OSError) -> str | None:
-    name = exc.filename
-    if isinstance(name, bytes):
-        name = os.fsdecode(name)
-    return name if isinstance(name, str) and name else None
-
-
-def _cause(exc: OSError) -> str:
-    # pyarrow's messages wrap the errno in prose; the OS's own words are clearer.
-    if exc.errno:
-        return os.strerror(exc.errno)
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def _environment_error(exc: OSError, target: Path, build: Path | None) -> PipelineError:
     """``path: cause``, with the build folder's paths shown as the target's."""
-    name = _filename(exc)
+    name = os_filename(exc)
     where = Path(name) if name else target
     if build is not None and where.is_relative_to(build):
         where = target / where.relative_to(build)
     elif where.parent == target.parent and where.name.startswith(f".{target.name}."):
         where = target.parent  # the lock file or the build folder itself: the parent is at fault
-    return PipelineError(f"{where}: {_cause(exc)}; nothing exported, {target} is as it was")
+    return PipelineError(f"{where}: {os_cause(exc)}; nothing exported, {target} is as it was")
 
 
 def _write_shards(

@@ -22,7 +22,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -513,16 +513,10 @@ class TextTable:
         return document if isinstance(document, dict) else None
 
     def _utf8_error(self) -> str:
+        who = f"source {self.source.name!r}"
         with _open_regular(self.real) as fh:
-            for lineno, raw in enumerate(fh, 1):
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    return (
-                        f"{self.where}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at "
-                        f"column {err.start + 1}) (source {self.source.name!r})"
-                    )
-        return f"{self.where}: not UTF-8 text (source {self.source.name!r})"
+            found = _non_utf8_message(self.where, fh, who)
+        return found or f"{self.where}: not UTF-8 text ({who})"
 
 
 def _object_keys_and_hint(data: dict[str, Any]) -> str:
@@ -614,14 +608,9 @@ def _diagnose(path: Path, fmt: str, source: str, exc: BaseException, named: bool
     if path.stat().st_size == 0:
         return f"{path}: file is empty ({where})"
     with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                return (
-                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
-                    f"{err.start + 1}) ({where})"
-                )
+        found = _non_utf8_message(str(path), fh, where)
+    if found:
+        return found
     if fmt == "json":
         text = path.read_text(encoding="utf-8")
         try:
@@ -680,6 +669,20 @@ def _lone_surrogate(value: Any, depth: int = 0) -> str | None:
             return (
                 f"a string holds a lone surrogate ({text[err.start]!r}, written as a "
                 f"\\u escape), which is not Unicode text"
+            )
+    return None
+
+
+def _non_utf8_message(where: str, lines: Iterable[bytes], who: str) -> str | None:
+    """``where:LINE: not UTF-8 text (byte 0x.. at column N) (who)`` for the first line of
+    ``lines`` that is not UTF-8; None when every line is."""
+    for lineno, raw in enumerate(lines, 1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return (
+                f"{where}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                f"{err.start + 1}) ({who})"
             )
     return None
 

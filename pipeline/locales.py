@@ -49,11 +49,6 @@ def locale_for(language: str | None) -> Locale:
     return found if found is not None else _table()[DEFAULT]
 
 
-def answer_prefixes() -> tuple[str, ...]:
-    """Every language's chain-of-thought answer line (validation accepts the record's own)."""
-    return tuple(loc.cot_answer_prefix for loc in _table().values())
-
-
 def _resolve(language: str) -> Locale | None:
     table = _table()
     for code in (language, language.split("-")[0].split("_")[0]):

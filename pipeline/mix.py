@@ -234,7 +234,7 @@ class _Survey:
     keys: npt.NDArray[np.uint64]
     hashes: RecordHashes
     overlaps: dict[int, Overlap]
-    ids: list[pa.Array]
+    ids: pa.Array  # record ids, for the messages that name a kept record
 
 
 def _survey(
@@ -284,7 +284,7 @@ def _survey(
         np.concatenate(keys) if keys else np.zeros(0, dtype=np.uint64),
         RecordHashes.concat(hashes),
         overlaps,
-        ids,
+        pa.concat_arrays(ids) if ids else pa.array([], pa.string()),
     )
 
 
@@ -416,7 +416,7 @@ def _mix_rejects(table: pa.Table, at: int, survey: _Survey, decisions: _Decision
             how = "identical to" if decisions.exact[i] else "the same, once normalised, as"
             rule = "duplicate_record"
             where = survey.sources[int(survey.source_of[kept])]
-            message = f"{how} record {_id_at(survey, kept)} ({where}), which is kept"
+            message = f"{how} record {survey.ids[kept].as_py()} ({where}), which is kept"
         out.append(
             Reject(
                 stage="mix",
@@ -430,14 +430,6 @@ def _mix_rejects(table: pa.Table, at: int, survey: _Survey, decisions: _Decision
             )
         )
     return out
-
-
-def _id_at(survey: _Survey, index: int) -> str:
-    for ids in survey.ids:
-        if index < len(ids):
-            return str(ids[index].as_py())
-        index -= len(ids)
-    raise IndexError(index)
 
 
 def _write_splits(folder: RunFolder, recipe: Recipe, buckets: _Buckets) -> dict[str, int]:
@@ -477,7 +469,7 @@ def _write_conflicts(folder: RunFolder, survey: _Survey, decisions: _Decisions) 
     with atomic_text(path) as fh:
         for i in flagged.tolist():
             row = {
-                "record": _id_at(survey, i),
+                "record": survey.ids[i].as_py(),
                 "source": survey.sources[int(survey.source_of[i])],
                 "split": OUT_SPLITS[int(survey.split_of[i])],
                 "prompt_hash": f"{int(survey.hashes.prompt[i]):016x}",

@@ -363,10 +363,9 @@ class Renderer:
         # Sorted by id, so exemplar draws depend on which examples are in the pool, not on the
         # order they arrived in. The pool holds train examples only (or an eval source's own
         # exemplar pool), whatever the query's split: no held-out answer reaches a prompt.
-        self.pool: list[Example] = sorted(pool, key=lambda e: e.example_id)
         # Exemplars are of the query's language: one pool per language, each sorted by id.
         self._pools: dict[str, list[Example]] = {}
-        for ex in self.pool:
+        for ex in sorted(pool, key=lambda e: e.example_id):
             self._pools.setdefault(self.language_of(ex), []).append(ex)
         text = rationale_text(source.spec)
         self.has_rationale = text is not None

@@ -30,7 +30,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import RunFolderError
+from .errors import RunFolderError, os_cause
 from .models import Manifest, Recipe, Reject
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -147,7 +147,7 @@ def atomic_text(path: Path) -> Iterator[IO[str]]:
 
 
 def _write_error(path: Path, exc: OSError) -> RunFolderError:
-    cause = exc.strerror or str(exc) or type(exc).__name__
+    cause = os_cause(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         cause = "no space left on the device; free some space and rerun (the run resumes)"
     return RunFolderError(f"{path}: cannot write: {cause}")
