@@ -355,7 +355,7 @@ def _tree_checks(
     report: _Report,
 ) -> None:
     """Fields the source does not declare, Python internals, objects printed as text."""
-    known = set(source.spec.features) | RESERVED_CONTEXT_NAMES | set(env.globals)
+    known = set(source.spec.field_names) | RESERVED_CONTEXT_NAMES | set(env.globals)
     unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - known)
     if unknown:
         report.add(

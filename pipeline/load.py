@@ -39,6 +39,7 @@ from .models import (
     SourceSpec,
 )
 from .seeding import stable_id
+from .transforms import TransformError, apply_transforms
 
 DataMode = Literal["sample", "hub"]
 BATCH_ROWS = 1000
@@ -270,9 +271,7 @@ class TextTable:
         self._fingerprint = ""  # what stages uses for a split that is not a local file
 
     @classmethod
-    def open(
-        cls, source: Source, path: Path, fmt: str, json_field: str | None = None
-    ) -> TextTable:
+    def open(cls, source: Source, path: Path, fmt: str, json_field: str | None = None) -> TextTable:
         table = cls(source, path, fmt, json_field)
         try:
             st = table.real.stat()
@@ -935,6 +934,11 @@ def _normalise(
         # No id column: the content is the identity, so reordering the file keeps every id.
         canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
         example_id = stable_id(spec.name, split, canonical)[:16]
+    # Transforms run after the id is fixed: a change of clean-up keeps every example's id.
+    try:
+        fields = apply_transforms(spec.transforms, fields)
+    except TransformError as exc:
+        return BadRow(split, example_id, "bad_transform", f"{exc} ({locator})", locator)
     # Duplicate ids are found by the load stage over the whole source (see stages.py).
     return Example(example_id, split, fields, locator, language=language)
 
@@ -972,9 +976,7 @@ def _lookup(raw: dict[str, Any], column: str, name: str | None) -> Any:
         else:
             if name is None:
                 return None
-            what = (
-                f"no key {part!r}" if isinstance(value, dict) else f"is {_kind_of_json(value)}"
-            )
+            what = f"no key {part!r}" if isinstance(value, dict) else f"is {_kind_of_json(value)}"
             raise RowError(
                 "missing_field", f"field {name!r}: path {column!r} does not resolve: {here} {what}"
             )

@@ -67,7 +67,18 @@ Variant = Literal[
 # `options`): every feature is also under `example.<name>`, and by its bare name where it does
 # not collide with one of these.
 RESERVED_CONTEXT_NAMES = frozenset(
-    {"names", "answer_choices", "example", "options", "choice", "shuffle", "sample", "randint"}
+    {
+        "names",
+        "answer_choices",
+        "example",
+        "options",
+        "choice",
+        "shuffle",
+        "sample",
+        "randint",
+        "gold_answers",
+        "gold_answer",
+    }
 )
 
 
@@ -175,6 +186,21 @@ class HubSpec(Strict):
     )
     id_field: str | None = Field(
         default=None, description="Hub column holding a stable example id, if any."
+    )
+    data_dir: str | None = Field(
+        default=None,
+        description="A folder inside the Hub repo to read (`load_dataset(..., data_dir=)`), "
+        "e.g. one config of a converted `refs/convert/parquet` branch.",
+    )
+    data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
+        default=None,
+        description="Files inside the Hub repo to read (`load_dataset(..., data_files=)`): a "
+        "path or glob, a list of them, or a mapping from split to them.",
+    )
+    checked: str = Field(
+        default="",
+        description="Where and when these Hub facts (id, revision, config, splits, features, "
+        "licence) were checked, e.g. the dataset card's URL and the date.",
     )
 
     @property
@@ -332,6 +358,79 @@ class SampleSpec(Strict):
         return [SampleFile(file=self.file, split=self.split, json_field=self.json_field)]
 
 
+TransformOp = Literal[
+    "strip_calculator_annotations",
+    "text_before",
+    "text_after",
+    "detokenize",
+    "replace",
+    "collapse_whitespace",
+]
+
+
+class Transform(Strict):
+    """One documented clean-up of a text field, applied to every example as it is loaded (from
+    the bundled sample and from the Hub alike), so targets carry no data artefacts and no
+    template has to work around them (``transforms.py`` has each op's exact rule)."""
+
+    op: TransformOp = Field(
+        description="`strip_calculator_annotations` (GSM8K's `<<48/2=24>>`), `text_before` / "
+        "`text_after` a `marker` (the solution before `####`, the answer after it), "
+        "`detokenize` (PTB-style tokenised text back to plain text), `replace` (literal "
+        "strings, `map`), `collapse_whitespace`."
+    )
+    field: str = Field(
+        description="The feature (or an earlier transform's `into`) to read; strings in lists "
+        "are transformed one by one."
+    )
+    into: str | None = Field(
+        default=None,
+        description="Write the result into a new field of this name (a `string` feature, or "
+        "the input's list type), which templates can use; default: replace `field` in place.",
+    )
+    marker: str | None = Field(
+        default=None, min_length=1, description="For `text_before` / `text_after`."
+    )
+    map: dict[str, str] | None = Field(
+        default=None, description="For `replace`: literal text -> its replacement, in order."
+    )
+
+    @model_validator(mode="after")
+    def _arguments(self) -> Transform:
+        needs_marker = self.op in ("text_before", "text_after")
+        if needs_marker != (self.marker is not None):
+            raise ValueError(
+                f"{self.op}: 'marker' is " + ("required" if needs_marker else "not used")
+            )
+        if (self.op == "replace") != (self.map is not None):
+            raise ValueError(
+                f"{self.op}: 'map' is " + ("required" if self.op == "replace" else "not used")
+            )
+        if self.map is not None and (not self.map or "" in self.map):
+            raise ValueError("replace: 'map' needs at least one non-empty text to replace")
+        return self
+
+
+class LicenseBy(Strict):
+    """A licence that depends on the row, for a dataset that mixes sources under different
+    licences (full DART on the Hub: WikiTableQuestions/WikiSQL rows MIT, WebNLG rows
+    CC BY-NC-SA 4.0, E2E rows CC BY-SA 4.0)."""
+
+    field: str = Field(
+        min_length=1,
+        description="A feature, or Jinja over the example, whose value picks the licence "
+        "(e.g. `{{ annotations.source | first }}`).",
+    )
+    licenses: dict[str, str] = Field(
+        min_length=1, description="Value -> licence string, as in `license`."
+    )
+    default: str | None = Field(
+        default=None,
+        description="Licence for a value not listed (default: the source's `license`); "
+        "`reject` makes such a row an `unknown_license` reject instead.",
+    )
+
+
 class RecordRule(Strict):
     """A check of your own on every rendered record, written in Jinja: a record for which
     ``check`` does not render ``True`` is rejected with ``name`` as its rule."""
@@ -402,6 +501,34 @@ class SourceSpec(Strict):
         description="The worked rationale for chain-of-thought records: a feature name, or Jinja "
         "over the features (e.g. GSM8K's solution without its '#### answer' line).",
     )
+    rationale_rules: list[RecordRule] = Field(
+        default_factory=list,
+        description="Checks on each example's rationale (Jinja over the example's fields and "
+        "`rationale`): an example whose rationale fails one makes no chain-of-thought record "
+        "(a reject named after the rule) and is never a chain-of-thought exemplar. For "
+        "annotation notes that are not reasoning (CREAK's 'I made this statement up.').",
+    )
+    transforms: list[Transform] = Field(
+        default_factory=list,
+        description="Clean-ups applied in order to every loaded example (see Transform); a "
+        "field that a transform cannot read is a `bad_transform` reject of that row.",
+    )
+    nullable: list[str] = Field(
+        default_factory=list,
+        description="Features that may be null (missing on the Hub for some rows): a null "
+        "stays `none` in templates instead of making the row a reject.",
+    )
+    license_by: LicenseBy | None = Field(
+        default=None,
+        description="A per-row licence (see LicenseBy); each record's `license` column is its "
+        "row's.",
+    )
+    allow_noncommercial: bool = Field(
+        default=False,
+        description="Keep rows whose licence is NonCommercial (`NC` in the licence string); "
+        "by default they are `noncommercial_license` rejects, so a build is usable for any "
+        "purpose its other licences allow.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SourceSpec:
@@ -414,8 +541,12 @@ class SourceSpec(Strict):
             if unknown:
                 raise ValueError(f"sample.fields maps unknown features {sorted(unknown)}")
         bare = self.rationale is not None and "{" not in self.rationale
-        if bare and self.rationale not in self.features:
+        if bare and self.rationale not in self.field_names:
             raise ValueError(f"rationale names unknown feature {self.rationale!r}")
+        self._check_transforms()
+        unknown_nullable = set(self.nullable) - set(self.features)
+        if unknown_nullable:
+            raise ValueError(f"nullable names unknown features {sorted(unknown_nullable)}")
         self._check_languages()
         return self
 
@@ -431,8 +562,7 @@ class SourceSpec(Strict):
                 raise ValueError(f"language_field names unknown feature {self.language_field!r}")
             if ftype != "string" and not isinstance(ftype, ClassLabel):
                 raise ValueError(
-                    f"language_field {self.language_field!r} must be a string or ClassLabel "
-                    "feature"
+                    f"language_field {self.language_field!r} must be a string or ClassLabel feature"
                 )
         for i, entry in enumerate(self.sample.files or [] if self.sample else []):
             if entry.language is not None and entry.language not in self.languages:
@@ -440,6 +570,31 @@ class SourceSpec(Strict):
                     f"sample.files[{i}].language {entry.language!r} is not among the source's "
                     f"languages {self.languages}"
                 )
+
+    def _check_transforms(self) -> None:
+        known = set(self.features)
+        for i, step in enumerate(self.transforms):
+            if step.field not in known:
+                raise ValueError(
+                    f"transforms[{i}] ({step.op}): field {step.field!r} is neither a feature nor "
+                    "an earlier transform's 'into'"
+                )
+            if step.into is not None:
+                if step.into in known or step.into in RESERVED_CONTEXT_NAMES:
+                    raise ValueError(
+                        f"transforms[{i}] ({step.op}): into {step.into!r} already names a field"
+                    )
+                known.add(step.into)
+
+    @property
+    def derived_fields(self) -> list[str]:
+        """The fields transforms add (their ``into``), in order."""
+        return [t.into for t in self.transforms if t.into is not None]
+
+    @property
+    def field_names(self) -> list[str]:
+        """Every field a template can name: the features, then the derived fields."""
+        return [*self.features, *self.derived_fields]
 
     @property
     def languages(self) -> list[str]:
@@ -493,6 +648,9 @@ class TemplateText(Strict):
         description="Replaces the template's `answer_choices` (the same number of choices, "
         "in the same order, so the answer's index still points at the right one).",
     )
+    gold_answers: str | list[str] | None = Field(
+        default=None, description="Replaces the template's `gold_answers`."
+    )
 
     @model_validator(mode="after")
     def _something_given(self) -> TemplateText:
@@ -519,6 +677,13 @@ class TemplateSpec(Strict):
     answer_choices: str | list[str] | None = Field(
         default=None,
         description="A list of choices (each Jinja) or one Jinja string split on '|||'.",
+    )
+    gold_answers: str | list[str] | None = Field(
+        default=None,
+        description="Every correct answer, for tasks with several (NQ-open, WebQuestions): a "
+        "list (each Jinja) or one Jinja string split on '|||'. One is drawn per record from the "
+        "seed and the record's ids as `gold_answer` for the output to use; the record lists "
+        "them all in its `gold_answers` column and validation accepts any of them.",
     )
     system: str | None = None
     inverted: bool = Field(default=False, description="The task turned around (FLAN).")
@@ -581,6 +746,10 @@ class TemplateSpec(Strict):
             if text.answer_choices is not None and self.answer_choices is None:
                 raise ValueError(
                     f"translations.{code}: sets 'answer_choices', but the template has none"
+                )
+            if text.gold_answers is not None and self.gold_answers is None:
+                raise ValueError(
+                    f"translations.{code}: sets 'gold_answers', but the template has none"
                 )
         return self
 
@@ -881,6 +1050,10 @@ class Record(BaseModel):
     template_id: str
     variant: Variant
     answer_choices: list[str] | None
+    gold_answers: list[str] | None = Field(
+        default=None,
+        description="Every correct answer where the task has several (the output is one).",
+    )
     example_id: str
     split: str
     language: str

@@ -379,6 +379,12 @@ EXAMPLES: dict[str, str] = {
     "hub.splits": "hub: {id: me/my_nli, splits: [train, validation, test]}",
     "hub.read": "hub: {id: openai/gsm8k, config: main, splits: [train, test], read: [train]}",
     "hub.id_field": "hub: {id: me/my_nli, id_field: pair_id}",
+    "hub.data_dir": "hub: {id: Helsinki-NLP/xed_en_fi, revision: refs/convert/parquet, "
+    "data_dir: en_annotated, splits: [train]}",
+    "hub.data_files": "hub:\n  id: me/my_nli\n  splits: [train, test]\n"
+    "  data_files: {train: data/train-*.parquet, test: data/test-*.parquet}",
+    "hub.checked": "hub: {id: openai/gsm8k, config: main, splits: [train, test], "
+    "checked: 'https://huggingface.co/datasets/openai/gsm8k (card, 2026-12-01)'}",
     "sample": "sample: {file: my_nli.jsonl, split: validation, id_field: pair_id}",
     "sample.file": "sample: {file: my_nli.dev.jsonl, split: validation}",
     "sample.format": "sample: {file: my_nli.txt, split: train, format: json}",
@@ -433,6 +439,30 @@ EXAMPLES: dict[str, str] = {
     '    check: "{{ output | wordcount <= 3 }}"\n    message: a label answer is one to three words',
     "decontaminate_on": "decontaminate_on: [premise, hypothesis]",
     "rationale": "features: {explanation_1: string}\nrationale: explanation_1",
+    "rationale_rules": "features: {explanation: string}\nrationale: explanation\n"
+    "rationale_rules:\n  - name: annotator_note\n"
+    "    check: \"{{ 'made this up' not in rationale | lower }}\"\n"
+    "    message: an annotator's note, not reasoning",
+    "transforms": "features: {question: string, answer: string}\ntransforms:\n"
+    "  - {op: strip_calculator_annotations, field: answer}\n"
+    "  - {op: text_after, field: answer, marker: '####', into: final_answer}",
+    "transforms[].op": "transforms: [{op: detokenize, field: premise}]",
+    "transforms[].field": "transforms: [{op: collapse_whitespace, field: hypothesis}]",
+    "transforms[].into": "transforms:\n  - {op: detokenize, field: premise, into: premise_plain}",
+    "transforms[].marker": "features: {answer: string}\ntransforms:\n"
+    "  - {op: text_before, field: answer, marker: '####', into: solution}",
+    "transforms[].map": "transforms:\n"
+    "  - {op: replace, field: premise, map: {'[TITLE]': 'title', '[TABLECONTEXT]': 'table'}}",
+    "nullable": "features: {premise: string, extended: bool}\nnullable: [extended]",
+    "license_by": "features: {premise: string, origin: string}\nlicense_by:\n  field: origin\n"
+    "  licenses: {webnlg: CC BY-NC-SA 4.0, e2e: CC BY-SA 4.0}",
+    "license_by.field": "features: {premise: string, origin: string}\n"
+    "license_by: {field: '{{ origin | lower }}', licenses: {e2e: CC BY-SA 4.0}}",
+    "license_by.licenses": "features: {premise: string, origin: string}\n"
+    "license_by: {field: origin, licenses: {wikisql: MIT, e2e: CC BY-SA 4.0}}",
+    "license_by.default": "features: {premise: string, origin: string}\n"
+    "license_by: {field: origin, licenses: {e2e: CC BY-SA 4.0}, default: reject}",
+    "allow_noncommercial": "allow_noncommercial: true",
     # ---- templates
     "source": "source: my_nli",
     "templates": "templates:\n  - id: does-it-follow\n" + _TEMPLATE,
@@ -455,6 +485,9 @@ EXAMPLES: dict[str, str] = {
     "templates[].answer_choices": "templates:\n  - id: yes-maybe-no\n"
     '    instruction: "Does \\"{{ premise }}\\" imply \\"{{ hypothesis }}\\"?"\n'
     '    output: "{{ answer_choices[label] }}"\n    answer_choices: ["yes", "maybe", "no"]',
+    "templates[].gold_answers": "templates:\n  - id: short-answer\n"
+    '    instruction: "{{ premise }} Answer in a few words."\n'
+    '    output: "{{ gold_answer }}"\n    gold_answers: "{{ hypothesis }} ||| {{ premise }}"',
     "templates[].system": "templates:\n  - id: terse\n"
     "    system: Answer with one word.\n" + _TEMPLATE,
     "templates[].inverted": "templates:\n  - id: write-a-claim\n    inverted: true\n"
@@ -501,6 +534,13 @@ EXAMPLES: dict[str, str] = {
         '    output: "{{ answer_choices[label] }}"\n    answer_choices: ["yes", "no"]\n'
         "    translations:\n"
         '      de: {answer_choices: ["ja", "nein"]}'
+    ),
+    "templates[].translations.<language>.gold_answers": (
+        "templates:\n  - id: short-answer\n"
+        '    instruction: "{{ premise }}?"\n'
+        '    output: "{{ gold_answer }}"\n    gold_answers: ["yes", "sure"]\n'
+        "    translations:\n"
+        '      de: {gold_answers: ["ja", "sicher"]}'
     ),
     "templates[].translations.<language>.jinja": "templates:\n  - id: gpt-3-style\n"
     '    jinja: "{{ premise }} Question: {{ hypothesis }}? ||| yes"\n'

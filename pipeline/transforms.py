@@ -1,0 +1,133 @@
+"""Source transforms: documented clean-ups of loaded text, so targets carry no data artefacts.
+
+A source spec lists them under ``transforms``; load applies them in order to every example
+(bundled sample and Hub alike), after the example id is fixed, so a change of clean-up never
+changes which example is which. Each op is a fixed rule written here, never a user regex (a
+user's regex could backtrack for hours on one row):
+
+- ``strip_calculator_annotations``: GSM8K's calculator calls ``<<48/2=24>>`` removed (the text
+  around them already states the result: ``48/2 = <<48/2=24>>24``).
+- ``text_before`` / ``text_after``: the text before / after the first ``marker``, stripped
+  (GSM8K's solution and its final answer, around ``####``); ``text_after`` of a text without
+  the marker is an error, since there is no answer to take.
+- ``detokenize``: Penn-Treebank-style tokenised text (``a dog , running .``, ``` `` quoted ''```,
+  ``do n't``, ``-LRB-``) back to plain text.
+- ``replace``: literal strings replaced, in the order given (DART's ``[TITLE]`` markers).
+- ``collapse_whitespace``: runs of whitespace become one space, ends stripped.
+
+Strings inside lists (and lists of lists) are transformed one by one; other values pass as
+they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .models import Transform
+
+CALCULATOR = re.compile(r"<<[^<>]*>>")
+
+# PTB conventions, undone in this order. Quotes first, so the spacing rules below see plain
+# double quotes.
+_BRACKETS = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
+_PTB_STEPS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"``\s*"), '"'),  # opening quote: attach to the next word
+    (re.compile(r"\s*''"), '"'),  # closing quote: attach to the previous word
+    (re.compile(r"\s+([.,;:!?%)\]}])"), r"\1"),  # no space before closing punctuation
+    (re.compile(r"([(\[{$#])\s+"), r"\1"),  # nor after opening brackets and currency
+    (re.compile(r"\s+(n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE), r"\1"),  # contractions
+    (re.compile(r"(\w)\s+-\s+(\w)"), r"\1-\2"),  # "well - known" -> "well-known"
+    (re.compile(r"\s+"), " "),
+]
+# Straight double quotes in tokenised text stand alone (` " word " `); pair them up.
+_STRAIGHT_QUOTE = re.compile(r'(?:(?<=\s)|^)"(?=\s|$)')
+
+
+class TransformError(ValueError):
+    """A row the transform cannot work on (its reject names the op and the field)."""
+
+
+def detokenize(text: str) -> str:
+    """Plain text from PTB-tokenised ``text``; already plain text passes unchanged (apart from
+    runs of spaces)."""
+    for token, char in _BRACKETS.items():
+        text = text.replace(token, char)
+    text = _pair_straight_quotes(text)
+    for pattern, replacement in _PTB_STEPS:
+        text = pattern.sub(replacement, text)
+    return text.strip()
+
+
+def _pair_straight_quotes(text: str) -> str:
+    # Odd-numbered free-standing quotes open, even-numbered ones close; an unpaired last one
+    # is left as it is.
+    spots = [m.start() for m in _STRAIGHT_QUOTE.finditer(text)]
+    if len(spots) < 2:
+        return text
+    out: list[str] = []
+    last = 0
+    for n, spot in enumerate(spots[: len(spots) // 2 * 2]):
+        out.append(text[last:spot])
+        out.append("``" if n % 2 == 0 else "''")
+        last = spot + 1
+    out.append(text[last:])
+    return "".join(out)
+
+
+def text_before(text: str, marker: str) -> str:
+    return text.split(marker, 1)[0].strip()
+
+
+def text_after(text: str, marker: str) -> str:
+    if marker not in text:
+        raise TransformError(f"has no {marker!r} to take the text after")
+    return text.split(marker, 1)[1].strip()
+
+
+def replace_all(text: str, table: dict[str, str]) -> str:
+    for old, new in table.items():
+        text = text.replace(old, new)
+    return text
+
+
+def step_function(step: Transform) -> Callable[[str], str]:
+    """The function one transform applies to each string."""
+    if step.op == "strip_calculator_annotations":
+        return lambda text: CALCULATOR.sub("", text)
+    if step.op == "text_before":
+        marker = step.marker or ""
+        return lambda text: text_before(text, marker)
+    if step.op == "text_after":
+        marker = step.marker or ""
+        return lambda text: text_after(text, marker)
+    if step.op == "detokenize":
+        return detokenize
+    if step.op == "replace":
+        table = dict(step.map or {})
+        return lambda text: replace_all(text, table)
+    return lambda text: " ".join(text.split())
+
+
+def _each_string(value: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [_each_string(v, fn) for v in value]
+    return value
+
+
+def apply_transforms(steps: Sequence[Transform], fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with every step applied in order (a new dict; the input is left alone).
+    Raises TransformError naming the op and field when a step cannot work on the row."""
+    if not steps:
+        return fields
+    out = dict(fields)
+    for step in steps:
+        try:
+            value = _each_string(out.get(step.field), step_function(step))
+        except TransformError as exc:
+            raise TransformError(f"transform {step.op} of {step.field!r}: {exc}") from None
+        out[step.into or step.field] = value
+    return out
