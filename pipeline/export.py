@@ -507,6 +507,7 @@ def _schema_with_features() -> pa.Schema:
         "template_id": _value(),
         "variant": _value(),
         "answer_choices": {"feature": _value(), "_type": "List"},
+        "gold_answers": {"feature": _value(), "_type": "List"},
         "example_id": _value(),
         "split": _value(),
         "language": _value(),
@@ -638,6 +639,8 @@ def dataset_card(
         "- `source`, `task`, `cluster`, `template_id`, `variant`, `answer_choices`, `example_id`, "
         "`split` (of the original dataset), `language`, `license`: provenance of every row; "
         "filter on `license` to honour each source's terms.",
+        "- `gold_answers`: every correct answer where the task has several (NQ-open, "
+        "WebQuestions); the assistant turn is one of them. Score against all of them.",
         "",
         "## Licences and attribution",
         "",

@@ -59,6 +59,8 @@ class Example:
     # The row's language code: its `language_field` value, else its file's language, else the
     # source's (first) language.
     language: str = ""
+    # The row's licence where the source's `license_by` sets one per row; empty: the source's.
+    license: str = ""
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,7 @@ class Rendered:
     system: str | None
     turns: list[tuple[str, str]]
     answer_choices: list[str] | None
+    gold_answers: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -719,10 +720,11 @@ def to_record(source: Source, example: Example, rendered: Rendered) -> dict[str,
         "template_id": rendered.template_id,
         "variant": rendered.variant,
         "answer_choices": rendered.answer_choices,
+        "gold_answers": rendered.gold_answers,
         "example_id": example.example_id,
         "split": example.split,
         "language": example.language or spec.default_language,
-        "license": spec.license,
+        "license": example.license or spec.license,
     }
 
 

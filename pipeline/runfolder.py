@@ -45,6 +45,7 @@ RECORD_SCHEMA = pa.schema(
         ("template_id", pa.string()),
         ("variant", pa.string()),
         ("answer_choices", pa.list_(pa.string())),
+        ("gold_answers", pa.list_(pa.string())),
         ("example_id", pa.string()),
         ("split", pa.string()),
         ("language", pa.string()),
@@ -62,6 +63,7 @@ EXAMPLE_SCHEMA = pa.schema(
         ("group", pa.string()),
         ("out_split", pa.string()),
         ("language", pa.string()),
+        ("license", pa.string()),  # the row's own licence (`license_by`), or empty: the source's
     ]
 )
 

@@ -388,6 +388,7 @@ def _example_row(example: Example, key: int, group: str, split: str) -> dict[str
         "group": group,
         "out_split": split,
         "language": example.language,
+        "license": example.license,
     }
 
 
@@ -401,6 +402,7 @@ def examples_of(batch: pa.RecordBatch) -> list[Example]:
             ex["group"],
             ex["out_split"],
             ex["language"],
+            ex["license"],
         )
         for ex in batch.to_pylist()
     ]

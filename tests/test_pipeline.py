@@ -71,6 +71,7 @@ def test_export_loads_with_datasets(default_run: tuple[Path, Manifest]) -> None:
         "template_id",
         "variant",
         "answer_choices",
+        "gold_answers",
         "example_id",
         "split",
         "language",
