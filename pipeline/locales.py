@@ -1,7 +1,8 @@
 """The renderer's own sentences in the language of each example (``locales.yaml``).
 
-Option openings, chain-of-thought requests and the chain-of-thought answer line are written by
-the renderer, not by a template, so a French example gets them in French. The table is data in
+Option openings, the answer-form line after lettered or numbered options, few-shot patterns,
+chain-of-thought requests and the chain-of-thought answer line are written by the renderer, not
+by a template, so a French prompt gets them in French. The table is data in
 YAML beside this module; a language it lacks falls back to its base language (``pt-BR`` to
 ``pt``) and then to English, and lint warns about it.
 """
@@ -18,11 +19,24 @@ DEFAULT = "en"
 
 
 @dataclass(frozen=True)
+class FewShotPattern:
+    """How a one-turn few-shot prompt marks each exemplar's input and answer (Flan 2022's
+    few-shot templates do the same), so an answer never reads as one more line of its input."""
+
+    input: str  # before each exemplar's prompt and the query's
+    answer: str  # before each exemplar's answer; the query ends with it
+    separator: str  # between exemplars
+
+
+@dataclass(frozen=True)
 class Locale:
     language: str
     option_openings: tuple[str, ...]
     cot_triggers: tuple[str, ...]
     cot_answer_prefix: str
+    # style ("letters", "numbers") -> option_target ("text", "marker", "both") -> phrasings
+    answer_forms: dict[str, dict[str, tuple[str, ...]]]
+    few_shot_patterns: tuple[FewShotPattern, ...]
 
 
 @functools.cache
@@ -34,9 +48,20 @@ def _table() -> dict[str, Locale]:
             tuple(entry["option_openings"]),
             tuple(entry["cot_triggers"]),
             entry["cot_answer_prefix"],
+            {
+                style: {target: tuple(lines) for target, lines in forms.items()}
+                for style, forms in entry["answer_forms"].items()
+            },
+            tuple(FewShotPattern(**p) for p in entry["few_shot_patterns"]),
         )
         for code, entry in raw.items()
     }
+
+
+def cot_answer_prefixes() -> tuple[str, ...]:
+    """Every language's chain-of-thought answer line (a record's prompt language may differ
+    from its rows' language: an English template over Finnish rows)."""
+    return tuple(dict.fromkeys(loc.cot_answer_prefix for loc in _table().values()))
 
 
 def has_locale(language: str) -> bool:

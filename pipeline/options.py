@@ -2,7 +2,8 @@
 
 A style is drawn per record from the recipe seed and stable ids. When a style puts markers in
 front of the options (letters, numbers), the expected output can be the marker, the option text
-or both, as the template's ``option_target`` says.
+or both, as the template's ``option_target`` says, and the block ends with a line that says
+which (``locales.yaml`` ``answer_forms``).
 
 Any number of choices can be shown: letters go on past Z the way spreadsheet columns do (``Z``,
 ``AA``, ``AB``, ... ``AZ``, ``BA``), numbers count on. Which styles a record may draw from is
@@ -77,7 +78,11 @@ def format_options(
     style: Style,
     opening: str,
     target: Literal["text", "marker", "both"] = "text",
+    answer_form: str = "",
 ) -> OptionsBlock:
+    """The block for ``choices`` in ``style``. Lettered and numbered blocks end with
+    ``answer_form``, the line saying whether to answer with the marker, the text or both (the
+    record's target obeys ``target``): without it a reader cannot know which is wanted."""
     if style == "flan":
         # FLAN 2021's own layout, kept for comparison with its published mixtures.
         text = "OPTIONS:\n" + "\n".join(f"- {c}" for c in choices)
@@ -97,4 +102,5 @@ def format_options(
         targets = lines
     else:
         targets = list(choices)
-    return OptionsBlock(opening + "\n" + "\n".join(lines), targets)
+    text = opening + "\n" + "\n".join(lines)
+    return OptionsBlock(f"{text}\n{answer_form}" if answer_form else text, targets)

@@ -28,7 +28,15 @@ from .catalog import Source, Template
 from .errors import CatalogError
 from .load import Example
 from .locales import locale_for
-from .models import VARIANTS, ClassLabel, OptionStyle, Recipe, SequenceOfClassLabel, SourceSpec
+from .models import (
+    VARIANTS,
+    ClassLabel,
+    OptionStyle,
+    Recipe,
+    RecordRule,
+    SequenceOfClassLabel,
+    SourceSpec,
+)
 from .options import format_options, styles_for
 from .sandbox import (
     ObjectRendered,
@@ -38,7 +46,7 @@ from .sandbox import (
     install_limits,
     render_output,
 )
-from .seeding import stable_id, stable_keys, stable_rng
+from .seeding import stable_id, stable_key, stable_keys, stable_rng
 
 CHOICE_SEPARATOR = "|||"
 # Chain-of-thought records end with this line (in the example's language: ``locales.yaml``);
@@ -165,6 +173,7 @@ class CompiledTemplate:
         self.uses_rng = False
         self._parts: dict[str, Renderable | None] = {}
         self._choices: list[Renderable] | Renderable | None = None
+        self._gold: list[Renderable] | Renderable | None = None
         spec = template.spec
         texts = {
             "instruction": spec.instruction,
@@ -184,6 +193,11 @@ class CompiledTemplate:
                 self._choices = self._compile(env, spec.answer_choices)
             elif spec.answer_choices is not None:
                 self._choices = [self._compile(env, c) for c in spec.answer_choices]
+            part = "gold_answers"
+            if isinstance(spec.gold_answers, str):
+                self._gold = self._compile(env, spec.gold_answers)
+            elif spec.gold_answers is not None:
+                self._gold = [self._compile(env, g) for g in spec.gold_answers]
             part = "the template"
             prompt_texts = [
                 t for k, t in texts.items() if t and k in ("instruction", "input", "jinja")
@@ -197,6 +211,10 @@ class CompiledTemplate:
                 all_texts.append(spec.answer_choices)
             elif spec.answer_choices is not None:
                 all_texts += spec.answer_choices
+            if isinstance(spec.gold_answers, str):
+                all_texts.append(spec.gold_answers)
+            elif spec.gold_answers is not None:
+                all_texts += spec.gold_answers
             used = set().union(
                 *(jinja2.meta.find_undeclared_variables(env.parse(t)) for t in all_texts)
             )
@@ -221,7 +239,6 @@ class CompiledTemplate:
     def has_choices(self) -> bool:
         return self.template.spec.answer_choices is not None
 
-
     def render_choices(self, context: dict[str, Any]) -> list[str] | None:
         if self.error is not None:
             raise self.error
@@ -233,6 +250,22 @@ class CompiledTemplate:
             return [c.strip() for c in self._choices(context).split(CHOICE_SEPARATOR)]
         except Exception as exc:
             raise self._fail("answer_choices", exc) from None
+
+    def render_gold(self, context: dict[str, Any]) -> list[str] | None:
+        """The template's gold answers for this example: each stripped, empty ones and repeats
+        left out (a question with answers "Paris" and "Paris" has one); None without any."""
+        if self.error is not None:
+            raise self.error
+        try:
+            if self._gold is None:
+                return None
+            if isinstance(self._gold, list):
+                texts = [g(context).strip() for g in self._gold]
+            else:
+                texts = [g.strip() for g in self._gold(context).split(CHOICE_SEPARATOR)]
+        except Exception as exc:
+            raise self._fail("gold_answers", exc) from None
+        return list(dict.fromkeys(t for t in texts if t))
 
     def render_parts(self, context: dict[str, Any]) -> Parts:
         """Render the texts against a context that already holds ``answer_choices``/``options``."""
@@ -384,6 +417,17 @@ class Renderer:
                 self.rationale_error = (
                     f"{source.path}: rationale of source {source.name!r}: {syntax_problem(exc)}"
                 )
+        # Rules on the rationale (junk annotator notes out of the CoT pool), compiled once; a
+        # broken one is reported like a broken rationale.
+        self.rationale_rules: list[tuple[RecordRule, Renderable]] = []
+        for i, rule in enumerate(source.spec.rationale_rules):
+            try:
+                self.rationale_rules.append((rule, compile_text(self.env, rule.check)))
+            except Exception as exc:
+                self.rationale_error = (
+                    f"{source.path}: rationale_rules[{i}] ({rule.name}) of source "
+                    f"{source.name!r}: {syntax_problem(exc)}"
+                )
 
     # -- decisions ----------------------------------------------------------------------------
 
@@ -417,11 +461,26 @@ class Renderer:
         shown = compiled.has_choices and (
             spec.metadata.choices_in_prompt or k_options / 2**64 < v.options_shown
         )
-        # The renderer's own sentences, in the example's language.
-        words = locale_for(self.language_of(example))
+        # The renderer's own sentences, in the prompt's language.
+        words = locale_for(self.prompt_language(compiled, example))
         opening = words.option_openings[k_opening % len(words.option_openings)]
         trigger = words.cot_triggers[k_trigger % len(words.cot_triggers)]
         return Draw(base, shown, k_style, opening, trigger)
+
+    def prompt_language(self, compiled: CompiledTemplate, example: Example) -> str:
+        """The language the record's prompt is written in, which the renderer's own sentences
+        follow: the template's translation for the example's language where it has one, else
+        the example's language if the template says it is written in it, else the template's
+        first language (an English template over Finnish rows says "Options:", not
+        "Vaihtoehdot:")."""
+        language = self.language_of(example)
+        spec = compiled.template.spec
+        if language in spec.translations or language.split("-")[0] in spec.translations:
+            return language
+        languages = spec.metadata.languages
+        if not languages or language in languages or language.split("-")[0] in languages:
+            return language
+        return languages[0]
 
     def language_of(self, example: Example) -> str:
         """The example's language: its own (a multilingual source sets one per row or file),
@@ -497,7 +556,7 @@ class Renderer:
         return rendered
 
     def _render_with(self, example: Example, compiled: CompiledTemplate, draw: Draw) -> Rendered:
-        user, output, choices, system, shown = self._single(example, compiled, draw)
+        user, output, choices, system, shown, gold = self._single(example, compiled, draw)
         base = draw.base
         turns = [(user, output)]
         if base in ("cot", "few_shot_cot"):
@@ -508,26 +567,26 @@ class Renderer:
                 # few-shot chain-of-thought); with none that fits, honestly zero-shot CoT.
                 shots = self._exemplars(example, compiled, draw, *query, cot=True)
                 if shots:
-                    turns = self._few_shot_turns(shots, *query)
+                    turns = self._few_shot_turns(example, compiled, shots, *query)
                 else:
                     base = "cot"
         elif base == "few_shot":
             shots = self._exemplars(example, compiled, draw, user, output)
             if shots:
-                turns = self._few_shot_turns(shots, user, output)
+                turns = self._few_shot_turns(example, compiled, shots, user, output)
             else:
                 base = "zero_shot"  # no exemplar fits the budget: honestly zero-shot
         if base in ("zero_shot", "few_shot"):
             variant = f"{base}_{'opt' if shown else 'noopt'}"
         else:
             variant = base
-        return Rendered(compiled.id, variant, system or self.recipe.system, turns, choices)
+        return Rendered(compiled.id, variant, system or self.recipe.system, turns, choices, gold)
 
     def _single(
         self, example: Example, compiled: CompiledTemplate, draw: Draw
-    ) -> tuple[str, str, list[str] | None, str | None, bool]:
+    ) -> tuple[str, str, list[str] | None, str | None, bool, list[str] | None]:
         """One example through one template in zero-shot form: (user, output, choices, system,
-        whether the prompt shows the choices)."""
+        whether the prompt shows the choices, gold answers)."""
         spec = compiled.template.spec
         context = template_context(self.source, example)
         if compiled.uses_rng:
@@ -536,13 +595,31 @@ class Renderer:
             )
             context.update(helpers.seeded_helpers(rng))
         choices = compiled.render_choices(context)
+        gold = compiled.render_gold(context)
+        if gold is not None:
+            if not gold:
+                raise RenderError(
+                    "no_gold_answer", "the example has no non-empty gold answer", compiled.id
+                )
+            pick = stable_key(
+                self.seed, "gold", self.source.name, example.example_id, compiled.id
+            ) % len(gold)
+            context["gold_answers"] = gold
+            context["gold_answer"] = gold[pick]
         block = None
         # A choices_in_prompt template gets a block only where it places one ({{ options }}).
-        if choices and draw.options_shown and (
-            not spec.metadata.choices_in_prompt or compiled.uses_options
+        if (
+            choices
+            and draw.options_shown
+            and (not spec.metadata.choices_in_prompt or compiled.uses_options)
         ):
-            style = self.style_for(compiled, draw, len(choices), self.language_of(example))
-            block = format_options(choices, style, draw.opening, spec.option_target)
+            language = self.prompt_language(compiled, example)
+            style = self.style_for(compiled, draw, len(choices), language)
+            form = ""
+            if style in ("letters", "numbers"):
+                forms = locale_for(language).answer_forms[style][spec.option_target]
+                form = forms[(draw.style_key >> 32) % len(forms)]
+            block = format_options(choices, style, draw.opening, spec.option_target, form)
         context["answer_choices"] = choices
         context["options"] = block.text if block else ""
         parts = compiled.render_parts(context)
@@ -557,7 +634,7 @@ class Renderer:
         shown = block is not None or bool(
             choices and spec.metadata.choices_in_prompt and shows_all(user, choices)
         )
-        return user, output, choices, parts.system, shown
+        return user, output, choices, parts.system, shown, gold
 
     def _cot_turn(
         self, example: Example, compiled: CompiledTemplate, draw: Draw, user: str, output: str
@@ -565,7 +642,7 @@ class Renderer:
         """The chain-of-thought form of one (user, output) pair: the request to reason first,
         then the rationale and the answer line, in the example's language."""
         rationale = self._rationale(example, compiled)
-        prefix = locale_for(self.language_of(example)).cot_answer_prefix
+        prefix = locale_for(self.prompt_language(compiled, example)).cot_answer_prefix
         return f"{user}\n\n{draw.trigger}", f"{rationale}\n\n{prefix}{output}"
 
     def _rationale(self, example: Example, compiled: CompiledTemplate) -> str:
@@ -586,6 +663,18 @@ class Renderer:
             ) from None
         if not text:
             raise RenderError("empty_rationale", "the example has an empty rationale", compiled.id)
+        for rule, check in self.rationale_rules:
+            try:
+                verdict = check({**context, "rationale": text}).strip()
+            except Exception as exc:
+                raise RenderError(
+                    rule_of(exc),
+                    f"{self.source.path}: rationale rule {rule.name!r}: {exc}",
+                    compiled.id,
+                ) from None
+            if verdict != "True":
+                message = rule.message or f"the rationale fails {rule.check!r}"
+                raise RenderError(rule.name, f"{message}: {printable(text)[:80]!r}", compiled.id)
         return text
 
     def _may_exemplify(self, other: Example, example: Example) -> bool:
@@ -643,12 +732,26 @@ class Renderer:
         return shots
 
     def _few_shot_turns(
-        self, shots: list[tuple[str, str]], user: str, output: str
+        self,
+        example: Example,
+        compiled: CompiledTemplate,
+        shots: list[tuple[str, str]],
+        user: str,
+        output: str,
     ) -> list[tuple[str, str]]:
         if self.recipe.few_shot.format == "multi_turn":
             return [*shots, (user, output)]
-        blocks = [f"{u}\n{o}" for u, o in shots]
-        return [("\n\n".join([*blocks, user]), output)]
+        # One turn: every exemplar's input and answer marked by a pattern drawn per record, the
+        # query ending where its answer starts (without marks, "- yes\n- no\nyes" reads as one
+        # more option). Its own key, so the record's other draws stay as they were.
+        patterns = locale_for(self.prompt_language(compiled, example)).few_shot_patterns
+        pattern = patterns[
+            stable_key(self.seed, "fewshot-pattern", self.source.name, example.example_id,
+                       compiled.id) % len(patterns)
+        ]  # fmt: skip
+        blocks = [f"{pattern.input}{u}\n{pattern.answer}{o}" for u, o in shots]
+        query = f"{pattern.input}{user}\n{pattern.answer.rstrip()}"
+        return [(pattern.separator.join([*blocks, query]), output)]
 
 
 def _bad_text(rendered: Rendered) -> str | None:

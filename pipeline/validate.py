@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from .locales import locale_for
+from .locales import cot_answer_prefixes, locale_for
 from .models import Limits, Record
 
 TEMPLATE_SYNTAX = ("{{", "}}", "{%", "%}", "{#", "#}")
@@ -45,23 +45,32 @@ def check_record(
         return "empty_output", "the assistant turn is empty"
     if any(not p.strip() for p in prompt):
         return "empty_prompt", "a user turn is empty"
-    prefix = locale_for(record.language).cot_answer_prefix
     cot = record.variant in ("cot", "few_shot_cot")
-    if cot and prefix not in output:
-        return "cot_shape", f"chain-of-thought output lacks the line {prefix!r}"
+    answer = output
+    if cot:
+        # The rationale, then the answer after the fixed line of the prompt's language (which
+        # may differ from the rows': an English template over Finnish rows).
+        cut = max((output.rfind(p), p) for p in cot_answer_prefixes())
+        if cut[0] < 0:
+            prefix = locale_for(record.language).cot_answer_prefix
+            return "cot_shape", f"chain-of-thought output lacks the line {prefix!r}"
+        answer = output[cut[0] + len(cut[1]) :]
     if record.answer_choices is not None:
         if any(not c for c in record.answer_choices):
             return (
                 "empty_choice",
                 f"answer choices contain an empty string: {record.answer_choices}",
             )
-        # A chain-of-thought output is the rationale, then the answer after the fixed prefix.
-        answer = output.rsplit(prefix, 1)[-1] if cot else output
         if answer not in record.answer_choices:
             return (
                 "output_not_in_choices",
                 f"output {_short(answer)!r} is not one of {record.answer_choices}",
             )
+    if record.gold_answers is not None and answer not in record.gold_answers:
+        return (
+            "output_not_gold",
+            f"output {_short(answer)!r} is not one of the gold answers {record.gold_answers}",
+        )
     prompt_chars = sum(len(m.content) for m in turns[:-1])
     if prompt_chars > limits.max_prompt_chars:
         return "prompt_too_long", f"{prompt_chars} prompt characters > {limits.max_prompt_chars}"

@@ -40,7 +40,11 @@ def test_few_shot_cot_records_carry_worked_exemplars(tmp_path: Path) -> None:
         assert answer.split("\n")[-1].startswith(words.cot_answer_prefix)
         query = ROWS[int(row["example_id"][1:])]
         assert query[3] in answer  # the query's own rationale
-        assert user.rstrip().endswith(tuple(words.cot_triggers))
+        # The query ends with the few-shot pattern's answer mark, right after its request.
+        pattern = next(p for p in words.few_shot_patterns if user.endswith(p.answer.rstrip()))
+        assert user.count(pattern.answer) == 2, user  # each exemplar's answer is marked
+        query_part = user.removesuffix(pattern.answer.rstrip()).rstrip()
+        assert query_part.endswith(tuple(words.cot_triggers))
 
 
 def test_few_shot_cot_as_alternating_turns(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from pipeline import load_catalog, render_one, run_recipe
 from pipeline.cli import app
 from pipeline.lint import lint_catalog
+from pipeline.locales import locale_for
 from pipeline.models import Recipe, TemplateSpec
 from pipeline.options import MAX_INLINE_CHOICES, letter_marker, styles_for
 from pipeline.preview import preview_records
@@ -188,5 +189,7 @@ def test_many_choices_through_run_preview_lint_and_render_one(tmp_path: Path, n:
     last = n - 1
     record = render_one(source, marker, {"text": "q", "label": last}, recipe=letters)
     assert record["messages"][1]["content"] == letter_marker(last)
-    assert record["messages"][0]["content"].endswith(f"({letter_marker(last)}) {labels[last]}")
+    *block, form = record["messages"][0]["content"].splitlines()
+    assert block[-1] == f"({letter_marker(last)}) {labels[last]}"
+    assert form in locale_for("en").answer_forms["letters"]["marker"]  # says: answer the letter
     assert record["variant"] == "zero_shot_opt"

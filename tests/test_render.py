@@ -11,6 +11,7 @@ import pytest
 from pipeline import RenderError, load_catalog, render_one
 from pipeline.catalog import Template
 from pipeline.load import Example
+from pipeline.locales import locale_for
 from pipeline.models import Recipe, TemplateSpec
 from pipeline.preview import sample_examples
 from pipeline.render import Renderer
@@ -183,7 +184,10 @@ def test_lettered_options_with_marker_targets(builtin_catalog, tmp_path: Path) -
     )
     record = render_one(source, marker, {**ESNLI_FIELDS, "label": 1}, recipe=recipe)
     user = record["messages"][0]["content"]
-    assert user.startswith("A man sleeps.\n\n") and user.endswith("\n(A) yes\n(B) maybe\n(C) no")
+    assert user.startswith("A man sleeps.\n\n")
+    block, form = user.rsplit("\n", 1)
+    assert block.endswith("\n(A) yes\n(B) maybe\n(C) no")
+    assert form in locale_for("en").answer_forms["letters"]["marker"]  # "the letter only"
     assert record["messages"][1]["content"] == "B"
     assert record["answer_choices"] == ["A", "B", "C"]
     assert record["variant"] == "zero_shot_opt"
@@ -244,17 +248,24 @@ def test_few_shot_exemplars_never_the_example_and_seeded(builtin_catalog) -> Non
         assert not isinstance(a, RenderError) and not isinstance(b, RenderError)
         assert a.variant == "few_shot_opt"
         ((user, output),) = a.turns
-        blocks = user.split("\n\n")
+        # Each exemplar and the query are marked by the record's few-shot pattern.
+        fits = [
+            p
+            for p in locale_for("en").few_shot_patterns
+            if user.startswith(p.input) and user.endswith("\n" + p.answer.rstrip())
+        ]
+        pattern = max(fits, key=lambda p: len(p.input))
+        blocks = user[len(pattern.input) :].split(pattern.separator + pattern.input)
         assert 2 <= len(blocks) <= 4  # up to k=3 exemplars, then the example itself
         own = forward._single(
             example, forward.templates[0], forward.draw(example, forward.templates[0])
         )
-        assert blocks[-1] == own[0] and output == own[1]
-        assert own[0] not in blocks[:-1]  # never the example itself
+        assert blocks[-1] == own[0] + "\n" + pattern.answer.rstrip() and output == own[1]
+        assert not any(b.startswith(own[0] + "\n") for b in blocks[:-1])  # never the example
         assert len(set(blocks)) == len(blocks)  # nor a duplicate
         assert len(user) + len(output) <= 2000
         # Exemplars come from the pool by seeded draw: the pool's order changes nothing...
-        assert sorted(blocks[:-1]) == sorted(b.turns[0][0].split("\n\n")[:-1])
+        assert a.turns == b.turns
 
 
 def test_few_shot_multi_turn_alternates(builtin_catalog) -> None:
