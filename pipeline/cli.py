@@ -578,9 +578,12 @@ def templates_list(
     rows = [
         {
             "source": n,
+            "cluster": catalog.source(n).spec.cluster if n in catalog.sources else "",
             "id": t.id,
             "inverted": t.spec.inverted,
+            "cot": t.spec.cot,
             "choices": t.spec.answer_choices is not None,
+            "languages": sorted({*t.spec.metadata.languages, *t.spec.translations}),
             "file": str(t.path),
         }
         for n in names
@@ -590,10 +593,16 @@ def templates_list(
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="templates")
-    for col in ("source", "id", "inverted", "choices"):
+    for col in ("source", "cluster", "id", "inverted", "cot", "choices", "languages"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["source"], r["id"], str(r["inverted"]), str(r["choices"]))
+        table.add_row(
+            r["source"], r["cluster"], r["id"], str(r["inverted"]), str(r["cot"]),
+            str(r["choices"]), ", ".join(r["languages"]),
+        )  # fmt: skip
+    n_sources = len({r["source"] for r in rows})
+    n_clusters = len({r["cluster"] for r in rows})
+    table.caption = f"{len(rows)} templates, {n_sources} sources, {n_clusters} clusters"
     Console().print(table)
 
 
