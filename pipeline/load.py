@@ -30,13 +30,19 @@ from typing import Any, Literal
 from .catalog import Source
 from .errors import CatalogError, SourceError
 from .models import (
+    PARQUET_BRANCH,
     ClassLabel,
     CsvOptions,
     FeatureType,
     FieldMap,
+    HubSpec,
+    LicenseBy,
     SampleFile,
     SequenceOfClassLabel,
     SourceSpec,
+    Struct,
+    is_noncommercial,
+    records_steps,
 )
 from .seeding import stable_id
 from .transforms import TransformError, apply_transforms
@@ -97,6 +103,9 @@ def open_source(source: Source, data: DataMode) -> list[SplitData]:
     datasets.disable_progress_bars()
     # We report read errors ourselves, with the file and line; datasets would log them too.
     logging.getLogger("datasets").setLevel(logging.CRITICAL)
+    if source.spec.license_by is not None:
+        # Jinja that cannot compile stops here, before any row is read.
+        LicensePicker.of(source)
     if data == "sample":
         # A filter that cannot compile stops here, before any row is read.
         _sample_filter(source)
@@ -115,14 +124,56 @@ def open_source(source: Source, data: DataMode) -> list[SplitData]:
         )
     out = []
     for split in hub.splits_read:
-        where = f"hub:{hub.id}" + (f"/{hub.config}" if hub.config else "") + f"[{split}]"
+        where = hub_where(hub, split)
+        path, kwargs = hub_load_arguments(hub, split)
         try:
-            ds = datasets.load_dataset(hub.id, hub.config, split=split, revision=hub.revision)
+            ds = datasets.load_dataset(path, **kwargs)
         except Exception as exc:  # the Hub raises many types; the user needs the one line
-            raise SourceError(f"{source.path}: source {source.name!r}: {where}: {exc}") from None
+            raise SourceError(
+                f"{source.path}: source {source.name!r}: {where}: {_hub_problem(hub, exc)}"
+            ) from None
         _check_columns(source, ds.column_names, where, hub_mode=True)
         out.append(SplitData(split, ds, where))
     return out
+
+
+def hub_load_arguments(hub: HubSpec, split: str) -> tuple[str, dict[str, Any]]:
+    """The ``datasets.load_dataset(path, **kwargs)`` call that reads one split of a Hub source.
+
+    ``open_source`` makes exactly this call. ``path`` is the repo id; a local folder laid out
+    like the repo (its README ``configs:``, its ``data_dir`` and ``data_files``) read with the
+    same keyword arguments is read the same way (datasets ignores ``revision`` for a local
+    folder, which stands for the one revision laid out), so the path can be tested offline.
+    """
+    kwargs: dict[str, Any] = {"name": hub.config, "split": split}
+    if hub.revision is not None:
+        kwargs["revision"] = hub.revision
+    if hub.data_dir is not None:
+        kwargs["data_dir"] = hub.data_dir
+    if isinstance(hub.data_files, dict):
+        # Only the split read: given every split's files, load_dataset would fetch them all.
+        kwargs["data_files"] = {split: hub.data_files[split]}
+    elif hub.data_files is not None:
+        kwargs["data_files"] = hub.data_files
+    return hub.id, kwargs
+
+
+def hub_where(hub: HubSpec, split: str) -> str:
+    """A Hub split as locators and messages name it: ``hub:ID/CONFIG[split]``."""
+    parts = [hub.id, *(p for p in (hub.config, hub.data_dir) if p)]
+    return "hub:" + "/".join(parts) + f"[{split}]"
+
+
+def _hub_problem(hub: HubSpec, exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > 400:
+        text = text[:397] + "..."
+    if "scripts are no longer supported" in text and hub.revision != PARQUET_BRANCH:
+        text += (
+            f"; read the Hub's converted copy instead: hub.revision: {PARQUET_BRANCH} with "
+            "hub.data_dir: <config>"
+        )
+    return text
 
 
 def _open_sample(source: Source, datasets: Any, entry: SampleFile, path: Path) -> SplitData:
@@ -133,7 +184,12 @@ def _open_sample(source: Source, datasets: Any, entry: SampleFile, path: Path) -
         # CSV and JSON are read here, not by datasets: its readers guess types from the data
         # (pandas made `02134` a float, `NA` a null; pyarrow made big ids floats), and a guess
         # rewrites what the spec declares. Values come out as written; _normalise converts them.
-        table = TextTable.open(source, path, fmt, entry.json_field)
+        if entry.records is not None and fmt != "json":
+            raise SourceError(
+                f"{_shown(path)}: sample.records reads a JSON document, but the file is {fmt} "
+                f"(source {source.name!r})"
+            )
+        table = TextTable.open(source, path, fmt, entry.json_field, entry.records)
         try:
             _check_columns(source, table.columns, str(path), hub_mode=False)
         except SourceError:
@@ -229,8 +285,17 @@ def _json_loads(text: str) -> Any:
 class _BadRecord:
     """A row that is not a row: wrong number of CSV fields, a JSON line that is no object."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, path: str = "") -> None:
         self.message = message
+        self.path = path  # where a nested record sits (`data[0].paragraphs[2].qas[1]`)
+
+
+class _NestedRecord(dict[str, Any]):
+    """A record read through ``sample.records``, with its parents' keys and its place."""
+
+    def __init__(self, fields: dict[str, Any], path: str) -> None:
+        super().__init__(fields)
+        self.path = path
 
 
 def _kind_of_json(value: Any) -> str:
@@ -252,11 +317,14 @@ class TextTable:
     with its line), and again, streaming, when iterated.
     """
 
-    def __init__(self, source: Source, path: Path, fmt: str, json_field: str | None) -> None:
+    def __init__(
+        self, source: Source, path: Path, fmt: str, json_field: str | None, records: str | None
+    ) -> None:
         assert source.spec.sample is not None
         self.source = source
         self.sample = source.spec.sample
         self.json_field = json_field
+        self.records_path = records
         # sample.limit: the rows after it are never read (nor counted).
         self.limit = self.sample.limit
         self.path = path
@@ -273,8 +341,15 @@ class TextTable:
         self._fingerprint = ""  # what stages uses for a split that is not a local file
 
     @classmethod
-    def open(cls, source: Source, path: Path, fmt: str, json_field: str | None = None) -> TextTable:
-        table = cls(source, path, fmt, json_field)
+    def open(
+        cls,
+        source: Source,
+        path: Path,
+        fmt: str,
+        json_field: str | None = None,
+        records: str | None = None,
+    ) -> TextTable:
+        table = cls(source, path, fmt, json_field, records)
         try:
             st = table.real.stat()
         except OSError as exc:
@@ -341,6 +416,8 @@ class TextTable:
         try:
             if self.fmt == "csv":
                 yield from self._csv_records()
+            elif self.records_path is not None:
+                yield from self._nested(self._json_document(), self.records_path)
             elif self.json_field is not None:
                 yield from self._json_list(self._json_document(), self.json_field)
             elif self._starts_with(b"["):
@@ -413,7 +490,12 @@ class TextTable:
     # -- JSON
 
     def _reads_json_lines(self) -> bool:
-        return self.fmt != "csv" and self.json_field is None and not self._starts_with(b"[")
+        return (
+            self.fmt != "csv"
+            and self.json_field is None
+            and self.records_path is None
+            and not self._starts_with(b"[")
+        )
 
     def _starts_with(self, prefix: bytes) -> bool:
         with _open_regular(self.real) as fh:
@@ -428,7 +510,7 @@ class TextTable:
         try:
             return _json_loads(text)
         except json.JSONDecodeError as err:
-            if err.msg == "Extra data" and self.json_field is not None:
+            if err.msg == "Extra data" and self.json_field is not None and not self.records_path:
                 raise SourceError(
                     f"{self.where}:{err.lineno}: a second JSON value starts here (column "
                     f"{err.colno}): the file looks like JSON Lines, but sample.json_field "
@@ -470,6 +552,18 @@ class TextTable:
             data = data[field]
         for item in data:
             yield _record(item, "item")
+
+    def _nested(self, document: Any, path: str) -> Iterator[dict[str, Any] | _BadRecord]:
+        """The records ``sample.records`` names, each with the keys of the objects above it."""
+        steps = records_steps(path)
+        for record in _walk(document, steps, {}, ""):
+            if isinstance(record, _BadRecord) and not record.path:
+                # The document itself is not shaped as the path says: nothing can be read.
+                raise SourceError(
+                    f"{self.where}: sample.records {path!r}: {record.message} "
+                    f"(source {self.source.name!r})"
+                )
+            yield record
 
     def _json_lines(self) -> Iterator[dict[str, Any] | _BadRecord]:
         seen_a_line = False
@@ -557,6 +651,50 @@ def _object_file_message(where: str, data: dict[str, Any], reader: str) -> str:
         f"{where}: the file is one JSON object, not JSON Lines or a JSON array of rows; "
         f"{_object_keys_and_hint(data)} ({reader})"
     )
+
+
+def _walk(
+    value: Any, steps: list[tuple[str | None, bool]], inherited: dict[str, Any], where: str
+) -> Iterator[dict[str, Any] | _BadRecord]:
+    """Follow ``steps`` (see ``models.records_steps``) down from ``value``: each record found,
+    with ``inherited`` (its parents' keys) under its own; a part not shaped as the path says
+    is a bad record naming its place (``where`` empty: the document itself)."""
+    key, each = steps[0]
+    if key is not None:
+        here = f"{where}.{key}" if where else key
+        if not isinstance(value, dict):
+            yield _BadRecord(f"{where or 'the document'} is {_kind_of_json(value)}, "
+                             f"not an object with the key {key!r}", where)  # fmt: skip
+            return
+        if isinstance(value, _DuplicateKeys):
+            yield _BadRecord(f"the key {value.duplicate!r} appears twice in the object", where)
+            return
+        if key not in value:
+            keys = ", ".join(repr(k) for k in list(value)[:12]) or "none"
+            yield _BadRecord(
+                f"{where or 'the document'} has no key {key!r} (its keys: {keys})", where
+            )
+            return
+        # A parent's keys are the record's context (an article's title, a paragraph's
+        # context), except the one the path goes on into.
+        inherited = {**inherited, **{k: v for k, v in value.items() if k != key}}
+        value, where = value[key], here
+    if not each:
+        yield from _walk(value, steps[1:], inherited, where)
+        return
+    if not isinstance(value, list):
+        yield _BadRecord(f"{where or 'the document'} is {_kind_of_json(value)}, not a list", where)
+        return
+    for i, item in enumerate(value):
+        place = f"{where}[{i}]"
+        if len(steps) > 1:
+            yield from _walk(item, steps[1:], inherited, place)
+            continue
+        record = _record(item, "record")
+        if isinstance(record, _BadRecord):
+            yield _BadRecord(record.message, place)
+        else:
+            yield _NestedRecord({**inherited, **record}, place)
 
 
 def _record(value: Any, what: str) -> dict[str, Any] | _BadRecord:
@@ -721,10 +859,14 @@ def _format_of(filename: str) -> str:
     raise SourceError(f"{filename}: cannot tell the format from the extension; set sample.format")
 
 
-def _column_for(source: Source, feature: str, hub_mode: bool) -> str:
+def _column_for(source: Source, feature: str, hub_mode: bool) -> str | None:
+    """The raw column a feature is read from; None: the sample lacks it (``fields: {f: null}``)."""
     if hub_mode or source.spec.sample is None:
         return feature
-    mapped = source.spec.sample.fields.get(feature, feature)
+    fields = source.spec.sample.fields
+    if feature not in fields:
+        return feature
+    mapped = fields[feature]
     return mapped.column if isinstance(mapped, FieldMap) else mapped
 
 
@@ -737,7 +879,7 @@ def _id_field(spec: SourceSpec, hub_mode: bool) -> str | None:
 def _check_columns(source: Source, columns: list[str], where: str, hub_mode: bool) -> None:
     spec = source.spec
     id_field = _id_field(spec, hub_mode)
-    wanted = {_column_for(source, f, hub_mode) for f in spec.features}
+    wanted = {c for f in spec.features if (c := _column_for(source, f, hub_mode)) is not None}
     if id_field:
         wanted.add(id_field)
     # A dotted path (`q.text`) needs its first key as a column; the rest is checked per row.
@@ -764,18 +906,22 @@ def iter_rows(
     index = 0
     plan = _plan(source, hub_mode)
     keep = _sample_filter(source) if split_data.sampled else None
+    licenses = LicensePicker.of(source, filter_seconds) if spec.license_by else None
     for batch in _batches(source, split_data):
         out: list[Example | BadRow] = []
         for raw in batch:
             index += 1
             locator = f"{split_data.where} row {index}"
+            place = getattr(raw, "path", "")
+            if place:
+                locator += f" ({place})"
             if isinstance(raw, _BadRecord):
                 message = f"{raw.message} ({locator})"
                 out.append(BadRow(split_data.split, None, "bad_row", message, locator))
                 continue
             item = _normalise(
                 source, raw, split_data.split, locator, id_field, hub_mode, plan,
-                split_data.language,
+                split_data.language, licenses,
             )  # fmt: skip
             if keep is not None and isinstance(item, Example):
                 item = _filtered(keep, item, filter_seconds)
@@ -798,6 +944,14 @@ def _sample_filter(source: Source) -> Filter | None:
             f"{where}: {expr!r} is not a Jinja expression; write it as "
             "'{{ label != 2 }}' (a test on the features that renders True or False)"
         )
+    return _compile_row_expression(source, expr, where, "the filter", set(spec.features))
+
+
+def _compile_row_expression(
+    source: Source, expr: str, where: str, what: str, names: set[str]
+) -> Filter:
+    """A Jinja text over a row's ``names`` compiled in the sandbox; a CatalogError naming
+    ``where`` when it does not compile or names anything else."""
     # Imported here: render imports this module.
     import jinja2.meta
 
@@ -807,18 +961,80 @@ def _sample_filter(source: Source) -> Filter | None:
     try:
         render = compile_text(env, expr)
         unknown = sorted(
-            jinja2.meta.find_undeclared_variables(env.parse(expr))
-            - set(spec.features)
-            - set(env.globals)
+            jinja2.meta.find_undeclared_variables(env.parse(expr)) - names - set(env.globals)
         )
     except Exception as exc:
         raise CatalogError(f"{where}: {' '.join(str(exc).split())}") from None
     if unknown:
         raise CatalogError(
-            f"{where}: unknown name(s) {unknown}; the filter sees the features "
-            f"({', '.join(sorted(spec.features))})"
+            f"{where}: unknown name(s) {unknown}; {what} sees the features "
+            f"({', '.join(sorted(source.spec.features))})"
         )
     return render
+
+
+@dataclass(frozen=True)
+class LicensePicker:
+    """A source's ``license_by``, ready to name each row's licence (see ``pick``)."""
+
+    source: Source
+    by: LicenseBy
+    render: Filter | None  # the compiled Jinja; None when ``field`` is a feature
+    seconds: float = 2.0
+
+    @classmethod
+    def of(cls, source: Source, seconds: float = 2.0) -> LicensePicker:
+        by = source.spec.license_by
+        assert by is not None
+        render = None
+        if "{" in by.field:
+            where = f"{source.path}: source {source.name!r}: license_by.field"
+            names = {*source.spec.features, "names", "example"}
+            render = _compile_row_expression(source, by.field, where, "license_by.field", names)
+        return cls(source, by, render, seconds)
+
+    def pick(self, fields: dict[str, Any]) -> str:
+        """The row's licence, or a RowError: ``unknown_license`` (a value not listed, with
+        ``default: reject``), ``noncommercial_license`` (a NonCommercial licence, unless the
+        source allows them) or ``license_error`` (the Jinja failed)."""
+        spec = self.source.spec
+        value = self._value(fields)
+        license = self.by.licenses.get(value)
+        if license is None:
+            if self.by.default == "reject":
+                listed = ", ".join(repr(v) for v in self.by.licenses)
+                raise RowError(
+                    "unknown_license",
+                    f"license_by: {self.by.field!r} is {_shown_value(value)}, which is not "
+                    f"listed in license_by.licenses ({listed})",
+                )
+            license = self.by.default or spec.license
+        if is_noncommercial(license) and not spec.allow_noncommercial:
+            raise RowError(
+                "noncommercial_license",
+                f"licence {license!r} ({self.by.field!r} is {_shown_value(value)}) is "
+                "NonCommercial; set allow_noncommercial: true to keep such rows",
+            )
+        return license
+
+    def _value(self, fields: dict[str, Any]) -> str:
+        if self.render is None:
+            value = fields.get(self.by.field)
+            ftype = self.source.spec.features[self.by.field]
+            if isinstance(ftype, ClassLabel) and isinstance(value, int):
+                return ftype.names[value]
+            return "" if value is None else _literal(value).strip()
+        from .render import template_context
+        from .sandbox import deadline
+
+        context = template_context(self.source, Example("", "", fields, ""))
+        try:
+            with deadline(self.seconds):
+                return self.render(context).strip()
+        except Exception as exc:  # a user's expression may raise anything; the row says what
+            raise RowError(
+                "license_error", f"license_by.field: {type(exc).__name__}: {exc}"
+            ) from None
 
 
 def _filtered(keep: Filter, item: Example, seconds: float) -> Example | BadRow:
@@ -893,19 +1109,22 @@ def _read_batches(ds: Any) -> Iterator[dict[str, list[Any]]]:
         raise ValueError(f"read {rows} rows from the dataset's cache files, expected {len(ds)}")
 
 
-Plan = list[tuple[str, FeatureType, str, FieldMap | None]]
+# Per feature: its name, type, raw column (None: absent from the sample), mapping, nullable.
+Plan = list[tuple[str, FeatureType, str | None, FieldMap | None, bool]]
 
 
 def _plan(source: Source, hub_mode: bool) -> Plan:
-    """Per feature: its name, type, raw column and mapping (worked out once per split)."""
+    """Per feature: how its value is read (worked out once per split)."""
     spec = source.spec
     plan: Plan = []
+    nullable = set(spec.nullable)
     for name, ftype in spec.features.items():
         mapping = None
         if not hub_mode and spec.sample is not None:
             m = spec.sample.fields.get(name)
             mapping = m if isinstance(m, FieldMap) else None
-        plan.append((name, ftype, _column_for(source, name, hub_mode), mapping))
+        column = _column_for(source, name, hub_mode)
+        plan.append((name, ftype, column, mapping, name in nullable))
     return plan
 
 
@@ -918,6 +1137,7 @@ def _normalise(
     hub_mode: bool,
     plan: Plan | None = None,
     file_language: str | None = None,
+    licenses: LicensePicker | None = None,
 ) -> Example | BadRow:
     spec = source.spec
     example_id = None
@@ -927,8 +1147,9 @@ def _normalise(
             raw_id = _lookup(raw, id_field, None)
             if raw_id not in (None, ""):
                 example_id = _id_text(id_field, raw_id)
-        for name, ftype, column, mapping in plan or _plan(source, hub_mode):
-            fields[name] = convert_value(name, _lookup(raw, column, name), ftype, mapping)
+        for name, ftype, column, mapping, nullable in plan or _plan(source, hub_mode):
+            value = None if column is None else _lookup(raw, column, name)
+            fields[name] = convert_value(name, value, ftype, mapping, nullable=nullable)
         language = _language(spec, fields, file_language)
     except RowError as exc:
         return BadRow(split, example_id, exc.rule, f"{exc} ({locator})", locator)
@@ -936,13 +1157,20 @@ def _normalise(
         # No id column: the content is the identity, so reordering the file keeps every id.
         canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
         example_id = stable_id(spec.name, split, canonical)[:16]
+    license = ""
+    if spec.license_by is not None:
+        # The row's licence is a fact of the row as published: read before any clean-up.
+        try:
+            license = (licenses or LicensePicker.of(source)).pick(fields)
+        except RowError as exc:
+            return BadRow(split, example_id, exc.rule, f"{exc} ({locator})", locator)
     # Transforms run after the id is fixed: a change of clean-up keeps every example's id.
     try:
         fields = apply_transforms(spec.transforms, fields)
     except TransformError as exc:
         return BadRow(split, example_id, "bad_transform", f"{exc} ({locator})", locator)
     # Duplicate ids are found by the load stage over the whole source (see stages.py).
-    return Example(example_id, split, fields, locator, language=language)
+    return Example(example_id, split, fields, locator, language=language, license=license)
 
 
 def _lookup(raw: dict[str, Any], column: str, name: str | None) -> Any:
@@ -1026,7 +1254,9 @@ def _literal(value: Any) -> str:
     return str(value)
 
 
-def convert_value(name: str, value: Any, ftype: FeatureType, mapping: FieldMap | None) -> Any:
+def convert_value(
+    name: str, value: Any, ftype: FeatureType, mapping: FieldMap | None, *, nullable: bool = False
+) -> Any:
     """One raw value as the declared feature type; raises RowError with a rule name.
 
     Conversions are by declared type only, never guessed from the data:
@@ -1039,16 +1269,24 @@ def convert_value(name: str, value: Any, ftype: FeatureType, mapping: FieldMap |
     - labels: a name of the label, or an index (an integer, or an integral number); a boolean
       is not a label (``bad_type``).
     - ``any``: a JSON value as is, with finite numbers and valid Unicode text.
+    - a struct: an object, each declared key converted by its type (others left out); a list
+      of objects, where every key's type is a list, is read as the Hub stores a sequence of
+      objects: one list per key.
 
-    Every text value must be valid Unicode: a JSON ``"\ud800"`` (a lone surrogate) is
-    rejected (``bad_text``) rather than crashing the Arrow writers later.
+    A null (or missing) value is ``None`` where the feature is ``nullable``, else a
+    ``missing_field`` reject. Every text value must be valid Unicode: a JSON ``"\ud800"`` (a
+    lone surrogate) is rejected (``bad_text``) rather than crashing the Arrow writers later.
     """
     if mapping is not None and mapping.split is not None and isinstance(value, str):
         value = [part.strip() for part in value.split(mapping.split) if part.strip()]
     if mapping is not None and mapping.values is not None:
         value = _map_values(name, value, mapping.values)
+    if value is None and nullable:
+        return None
     if value is None and ftype != "any":
         raise RowError("missing_field", f"field {name!r} is missing or null")
+    if isinstance(ftype, Struct):
+        return _struct(name, value, ftype)
     if isinstance(ftype, ClassLabel):
         return _label(name, value, ftype.names)
     if isinstance(ftype, SequenceOfClassLabel):
@@ -1058,6 +1296,41 @@ def convert_value(name: str, value: Any, ftype: FeatureType, mapping: FieldMap |
             )
         return [_label(name, v, ftype.sequence.names) for v in value]
     return _scalar(name, value, ftype)
+
+
+def _struct(name: str, value: Any, ftype: Struct) -> dict[str, Any]:
+    if isinstance(value, _DuplicateKeys):
+        raise RowError("bad_type", f"field {name!r}: the key {value.duplicate!r} appears twice")
+    if isinstance(value, list) and ftype.of_lists and all(isinstance(v, dict) for v in value):
+        # SQuAD's JSON writes answers as [{text, answer_start}, ...]; the Hub's rows hold
+        # {text: [...], answer_start: [...]}. Templates see the Hub's form either way.
+        out: dict[str, Any] = {}
+        for key, sub in ftype.struct.items():
+            items = []
+            for i, item in enumerate(value):
+                if isinstance(item, _DuplicateKeys):
+                    raise RowError(
+                        "bad_type",
+                        f"field {name!r}: item {i + 1} has the key {item.duplicate!r} twice",
+                    )
+                if item.get(key) is None:
+                    raise RowError(
+                        "missing_field",
+                        f"field {name + '.' + key!r}: item {i + 1} of {name!r} has no {key!r}",
+                    )
+                items.append(item[key])
+            out[key] = convert_value(f"{name}.{key}", items, sub, None)
+        return out
+    if not isinstance(value, dict):
+        raise RowError(
+            "bad_type",
+            f"field {name!r}: expected an object with keys {list(ftype.struct)}, got "
+            f"{_shown_value(value)}",
+        )
+    return {
+        key: convert_value(f"{name}.{key}", value.get(key), sub, None)
+        for key, sub in ftype.struct.items()
+    }
 
 
 def _map_values(name: str, value: Any, table: dict[str, str | int]) -> Any:

@@ -144,7 +144,49 @@ class SequenceOfClassLabel(Strict):
     sequence: ClassLabel
 
 
-FeatureType = ScalarType | ClassLabel | SequenceOfClassLabel
+class Struct(Strict):
+    """An object feature (the Hub's dict of features), each key with its own type.
+
+    The Hub stores a sequence of objects, such as SQuAD's and XQuAD's
+    ``answers: Sequence({text: string, answer_start: int32})``, as ONE object of lists
+    (``{text: [...], answer_start: [...]}``), and that is what its rows hold; declare it so,
+    ``{struct: {text: "list[string]", answer_start: "list[int]"}}`` (quoted inside YAML's
+    braces), and templates see
+    ``answers.text`` as they would on the Hub. A sample that writes the value as a list of
+    objects (``[{text: ..., answer_start: ...}, ...]``, as SQuAD's JSON does) is read the Hub's
+    way when every key's type is a list: one list per key."""
+
+    struct: dict[str, FeatureType] = Field(
+        min_length=1,
+        description="Key -> its type (any feature type, a struct included). Keys a value has "
+        "beyond these are left out; a key it lacks is a `missing_field` reject naming "
+        "`feature.key`.",
+    )
+
+    @field_validator("struct")
+    @classmethod
+    def _named_keys(cls, keys: dict[str, Any]) -> dict[str, Any]:
+        if any(not key for key in keys):
+            raise ValueError("a struct's keys must be non-empty names")
+        return keys
+
+    @property
+    def of_lists(self) -> bool:
+        """Whether every key holds a list (a sample's list of objects is then transposed)."""
+        return all(is_list_type(t) for t in self.struct.values())
+
+
+FeatureType = ScalarType | ClassLabel | SequenceOfClassLabel | Struct
+Struct.model_rebuild()
+
+LIST_TYPES = frozenset({"list[string]", "list[int]", "list[list[string]]"})
+
+
+def is_list_type(ftype: FeatureType) -> bool:
+    """A type whose value is always a list."""
+    if isinstance(ftype, SequenceOfClassLabel):
+        return True
+    return isinstance(ftype, str) and ftype in LIST_TYPES
 
 
 class FieldMap(Strict):
@@ -169,12 +211,23 @@ class FieldMap(Strict):
         return values
 
 
+# The Hub's converted copy of a dataset: `<config>/<split>/0000.parquet`, readable by datasets
+# >= 4 also where the repo's own files are a loading script.
+PARQUET_BRANCH = "refs/convert/parquet"
+
+
 class HubSpec(Strict):
     """Where the full dataset lives on the Hugging Face Hub."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
     config: str | None = None
-    revision: str | None = None
+    revision: str | None = Field(
+        default=None,
+        description="A Git revision (tag, branch or commit) of the Hub dataset, to pin the data "
+        f"a build reads; `{PARQUET_BRANCH}` reads the Hub's converted parquet copy, for a repo "
+        "that still ships a loading script (which datasets >= 4 refuses): name the config's "
+        "folder there with `data_dir` (the branch has no `config`s of its own).",
+    )
     splits: list[str] = Field(
         default_factory=lambda: ["train"], min_length=1, description="The dataset's splits."
     )
@@ -209,11 +262,40 @@ class HubSpec(Strict):
             return list(self.read)
         return ["train"] if "train" in self.splits else self.splits[:1]
 
+    @field_validator("data_dir")
+    @classmethod
+    def _inside_the_repo(cls, path: str | None) -> str | None:
+        if path is not None and (
+            not path.strip("/") or path.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", path)
+        ):
+            raise ValueError("data_dir must be a folder inside the Hub repo (a relative path)")
+        return path
+
     @model_validator(mode="after")
     def _reads_known_splits(self) -> HubSpec:
         unknown = [s for s in self.read or [] if s not in self.splits]
         if unknown:
             raise ValueError(f"read: {unknown} not among splits {self.splits}")
+        if isinstance(self.data_files, dict):
+            unknown = [s for s in self.data_files if s not in self.splits]
+            if unknown:
+                raise ValueError(f"data_files: {unknown} not among splits {self.splits}")
+            missing = [s for s in self.splits_read if s not in self.data_files]
+            if missing:
+                raise ValueError(f"data_files names no files for the split(s) read {missing}")
+        elif self.data_files is not None and self.splits_read != ["train"]:
+            # load_dataset puts files given without a split into `train`.
+            raise ValueError(
+                "data_files given as a path or list is the split 'train' to load_dataset; to "
+                f"read {self.splits_read}, map each split to its files ({{split: files}})"
+            )
+        if self.revision == PARQUET_BRANCH and self.config is not None:
+            # The converted branch holds one folder per config and no README `configs:`, so
+            # load_dataset(name=...) finds no such config there.
+            raise ValueError(
+                f"revision {PARQUET_BRANCH}: the converted branch has no configs of its own; "
+                f"name the config's folder instead: data_dir: {self.config} (and no config)"
+            )
         return self
 
 
@@ -244,6 +326,52 @@ LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
 LanguageCode = Annotated[str, Field(pattern=LANGUAGE_PATTERN)]
 
 
+# A path to the records of a nested JSON document: keys joined by `.`, `[]` after a key whose
+# value is a list to read item by item (a leading `[]`: the document itself is a list).
+_RECORDS_STEP = re.compile(r"[^.\[\]]+(\[\])?")
+
+
+def records_steps(path: str) -> list[tuple[str | None, bool]]:
+    """``data[].paragraphs[].qas[]`` as its steps: ``(key, each)`` where ``key`` is the key to
+    go into (None: the value itself, a leading ``[]``) and ``each`` whether its value is a list
+    whose items are read one by one. Raises ValueError for a malformed path."""
+    parts = path.split(".")
+    steps: list[tuple[str | None, bool]] = []
+    for i, part in enumerate(parts):
+        if part == "[]" and i == 0:
+            steps.append((None, True))
+        elif _RECORDS_STEP.fullmatch(part):
+            each = part.endswith("[]")
+            steps.append((part.removesuffix("[]"), each))
+        else:
+            raise ValueError(
+                f"records {path!r}: step {part!r} is not a key or key[] (keys joined by '.', "
+                "e.g. 'data[].paragraphs[].qas[]')"
+            )
+    if not steps[-1][1]:
+        raise ValueError(
+            f"records {path!r} must end with [] (the list whose items are the records)"
+        )
+    return steps
+
+
+def _records_path(path: str | None) -> str | None:
+    if path is not None:
+        records_steps(path)
+    return path
+
+
+_RECORDS_DESCRIPTION = (
+    "Read the records of a nested JSON document (SQuAD's and XQuAD's articles, paragraphs, "
+    "questions): a path of keys joined by `.`, with `[]` after each key whose value is a list "
+    "to read item by item, ending with the list of records, e.g. `data[].paragraphs[].qas[]`. "
+    "Each record also sees the keys of the objects above it (a paragraph's `context`, an "
+    "article's `title`), except the key the path goes on into; a key of the record itself "
+    "hides a parent's of the same name. Instead of `json_field` (`records: 'data[]'` reads "
+    "the rows `json_field: data` does, with the document's other keys added)."
+)
+
+
 def _relative_path(path: str | None) -> str | None:
     if path is None:
         return path
@@ -268,8 +396,19 @@ class SampleFile(Strict):
         description="Read the list under this key of a JSON object file (default: the "
         "sample's `json_field`).",
     )
+    records: str | None = Field(
+        default=None,
+        description=_RECORDS_DESCRIPTION + " Default: the sample's `records`.",
+    )
 
     _relative = field_validator("file")(_relative_path)
+    _records = field_validator("records")(_records_path)
+
+    @model_validator(mode="after")
+    def _one_reader(self) -> SampleFile:
+        if self.json_field is not None and self.records is not None:
+            raise ValueError("give 'json_field' or 'records', not both")
+        return self
 
 
 class SampleSpec(Strict):
@@ -297,17 +436,20 @@ class SampleSpec(Strict):
     json_field: str | None = Field(
         default=None, description="Read the list under this key of a JSON object file."
     )
+    records: str | None = Field(default=None, description=_RECORDS_DESCRIPTION)
     id_field: str | None = Field(
         default=None,
         description="Raw column holding a stable example id, if any (a dotted path such as "
         "`meta.id` reaches into nested JSON).",
     )
-    fields: dict[str, str | FieldMap] = Field(
+    fields: dict[str, str | FieldMap | None] = Field(
         default_factory=dict,
         description="feature name -> raw column (or FieldMap); unnamed features map by name. "
         "A column may be a dotted path into nested JSON: `q.text` (key `text` of the object "
         "under `q`), `answers.text.0` (the first item of that list); a row where the path "
-        "does not resolve is a `missing_field` reject naming the path.",
+        "does not resolve is a `missing_field` reject naming the path. `null` says the "
+        "feature is absent from this sample (every row gets `none`, as a null on the Hub); "
+        "only for a `nullable` feature.",
     )
     filter: str | None = Field(
         default=None,
@@ -333,6 +475,7 @@ class SampleSpec(Strict):
     )
 
     _relative = field_validator("file")(_relative_path)
+    _records = field_validator("records")(_records_path)
 
     @model_validator(mode="after")
     def _one_form(self) -> SampleSpec:
@@ -341,21 +484,27 @@ class SampleSpec(Strict):
                 raise ValueError("give 'file' and 'split', or 'files', not both")
         elif self.file is None or self.split is None:
             raise ValueError("a sample needs 'file' and 'split' (or a list of 'files')")
+        if self.json_field is not None and self.records is not None:
+            raise ValueError("give 'json_field' or 'records', not both")
         return self
 
     @property
     def entries(self) -> list[SampleFile]:
         """Every file of the sample, in order, as ``files`` entries (one for ``file``)."""
         if self.files is not None:
-            # A file without its own json_field takes the sample's.
+            # A file that says neither how its rows sit takes the sample's way.
             return [
                 f
-                if f.json_field is not None
-                else f.model_copy(update={"json_field": self.json_field})
+                if f.json_field is not None or f.records is not None
+                else f.model_copy(update={"json_field": self.json_field, "records": self.records})
                 for f in self.files
             ]
         assert self.file is not None and self.split is not None
-        return [SampleFile(file=self.file, split=self.split, json_field=self.json_field)]
+        return [
+            SampleFile(
+                file=self.file, split=self.split, json_field=self.json_field, records=self.records
+            )
+        ]
 
 
 TransformOp = Literal[
@@ -411,6 +560,18 @@ class Transform(Strict):
         return self
 
 
+def is_noncommercial(license: str) -> bool:
+    """Whether a licence string is NonCommercial: ``NC`` as one of its elements (``CC BY-NC-SA
+    4.0``, ``cc-by-nc-4.0``, ``CC-BY-NC-ND``) or the word NonCommercial / non-commercial."""
+    text = license.lower()
+    if "nc" in re.split(r"[^0-9a-z]+", text):
+        return True
+    return re.search(r"\bnon[\s_-]*commercial", text) is not None
+
+
+LicenseText = Annotated[str, Field(min_length=1)]
+
+
 class LicenseBy(Strict):
     """A licence that depends on the row, for a dataset that mixes sources under different
     licences (full DART on the Hub: WikiTableQuestions/WikiSQL rows MIT, WebNLG rows
@@ -418,13 +579,19 @@ class LicenseBy(Strict):
 
     field: str = Field(
         min_length=1,
-        description="A feature, or Jinja over the example, whose value picks the licence "
-        "(e.g. `{{ annotations.source | first }}`).",
+        description="A feature (text, number, boolean or ClassLabel), or Jinja over the "
+        "row's features as loaded, before `transforms` (ClassLabels as ints, "
+        "`names.<feature>` as names), whose value picks the licence (e.g. "
+        "`{{ annotations.source | first }}`). Jinja that fails on a row makes it a "
+        "`license_error` reject.",
     )
-    licenses: dict[str, str] = Field(
-        min_length=1, description="Value -> licence string, as in `license`."
+    licenses: dict[str, LicenseText] = Field(
+        min_length=1,
+        description="Value -> licence string, as in `license`. The value is matched as text, "
+        "exactly, after surrounding whitespace is stripped (a ClassLabel feature by its label "
+        "name, a boolean as `true`/`false`).",
     )
-    default: str | None = Field(
+    default: LicenseText | None = Field(
         default=None,
         description="Licence for a value not listed (default: the source's `license`); "
         "`reject` makes such a row an `unknown_license` reject instead.",
@@ -516,7 +683,9 @@ class SourceSpec(Strict):
     nullable: list[str] = Field(
         default_factory=list,
         description="Features that may be null (missing on the Hub for some rows): a null "
-        "stays `none` in templates instead of making the row a reject.",
+        "stays `none` in templates instead of making the row a reject (a null in any other "
+        "feature is a `missing_field` reject). A nullable feature the sample lacks is mapped "
+        "`sample.fields: {feature: null}`.",
     )
     license_by: LicenseBy | None = Field(
         default=None,
@@ -525,9 +694,12 @@ class SourceSpec(Strict):
     )
     allow_noncommercial: bool = Field(
         default=False,
-        description="Keep rows whose licence is NonCommercial (`NC` in the licence string); "
-        "by default they are `noncommercial_license` rejects, so a build is usable for any "
-        "purpose its other licences allow.",
+        description="Keep rows whose licence is NonCommercial (`NC` as an element of the "
+        "licence string, `CC BY-NC-SA 4.0`, `cc-by-nc-4.0`, or the word NonCommercial); by "
+        "default they are `noncommercial_license` load rejects, so a build is usable for any "
+        "purpose its other licences allow. A source whose own `license` is NonCommercial "
+        "(without `license_by`) is refused when the catalog is read unless this is true, "
+        "since every one of its rows would be rejected.",
     )
 
     @model_validator(mode="after")
@@ -547,8 +719,39 @@ class SourceSpec(Strict):
         unknown_nullable = set(self.nullable) - set(self.features)
         if unknown_nullable:
             raise ValueError(f"nullable names unknown features {sorted(unknown_nullable)}")
+        absent = [f for f, m in (self.sample.fields if self.sample else {}).items() if m is None]
+        for name in absent:
+            if name not in self.nullable:
+                raise ValueError(
+                    f"sample.fields.{name} is null (absent from this sample), but {name!r} is "
+                    "not in 'nullable': only a nullable feature may be absent (its rows get "
+                    "none, as a null on the Hub)"
+                )
         self._check_languages()
+        self._check_licenses()
         return self
+
+    def _check_licenses(self) -> None:
+        by = self.license_by
+        if by is not None and "{" not in by.field:
+            ftype = self.features.get(by.field)
+            if ftype is None:
+                raise ValueError(
+                    f"license_by.field {by.field!r} is not a feature (nor Jinja such as "
+                    "'{{ origin | lower }}')"
+                )
+            if not (isinstance(ftype, ClassLabel) or ftype in ("string", "int", "bool")):
+                raise ValueError(
+                    f"license_by.field {by.field!r} is not a text, number or label feature; "
+                    "pick one value with Jinja, e.g. '{{ " + by.field + " | first }}'"
+                )
+        if by is None and is_noncommercial(self.license) and not self.allow_noncommercial:
+            # Every row would be a `noncommercial_license` reject: refused here, once.
+            raise ValueError(
+                f"license {self.license!r} is NonCommercial, so no row of this source may be "
+                "used by default; set allow_noncommercial: true to build from it (its records "
+                "carry the licence in their `license` column)"
+            )
 
     def _check_languages(self) -> None:
         if isinstance(self.language, list):

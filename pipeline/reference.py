@@ -60,6 +60,7 @@ class Key:
 # Keys whose name the user chooses (a mapping's keys), by the path of the mapping.
 PLACEHOLDERS = {
     "features": "<feature>",
+    "features.<feature>.struct": "<key>",
     "sample.fields": "<feature>",
     "mixing.weights": "<source>",
     "templates.translations": "<language>",
@@ -81,15 +82,14 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("SourceSpec", "features"): "The task's features, as the Hub publishes them: feature name "
     "-> type. Templates see each feature by name. A type is a name (`string`, `int`, `float`, "
     "`bool`, `list[string]`, `list[int]`, `list[list[string]]`, `any`) or a mapping: "
-    "`{names: [...]}` (a ClassLabel, stored as an int index) or `{sequence: {names: [...]}}` "
-    "(a list of ClassLabel ints, for multi-label data).",
+    "`{names: [...]}` (a ClassLabel, stored as an int index), `{sequence: {names: [...]}}` "
+    "(a list of ClassLabel ints, for multi-label data) or `{struct: {key: type, ...}}` (an "
+    "object, such as the Hub's Sequence of a dict: one list per key).",
     ("ClassLabel", "names"): "The label names, in the order of their int index (as the Hub's "
     "ClassLabel); templates see the label as an int and `names.<feature>` as this list.",
     ("SequenceOfClassLabel", "sequence"): "The ClassLabel every item of the list is an index of.",
     ("HubSpec", "id"): "The Hub dataset id (`owner/name`, or a canonical name).",
     ("HubSpec", "config"): "The dataset's configuration (subset) name, if it has several.",
-    ("HubSpec", "revision"): "A Git revision (tag, branch or commit) of the Hub dataset, to pin "
-    "the data a build reads.",
     ("SampleSpec", "csv"): "How a CSV/TSV file is read (delimiter, header, quoting, null "
     "markers). Only for `.csv`/`.tsv` files or `format: csv`.",
     ("CsvOptions", "delimiter"): "The one character between cells: `,` for CSV; a `.tsv` file "
@@ -398,6 +398,12 @@ EXAMPLES: dict[str, str] = {
     "sample.csv.null_values": "sample: {file: my_nli.csv, split: train, csv: {null_values: ['', "
     "NA]}}",
     "sample.json_field": "sample: {file: my_nli.json, split: train, json_field: data}",
+    "sample.records": "features:\n  id: string\n  context: string\n  question: string\n"
+    "  answers:\n    struct:\n      text: list[string]\n      answer_start: list[int]\n"
+    "sample: {file: xquad.en.json, split: validation, records: 'data[].paragraphs[].qas[]', "
+    "id_field: id}",
+    "sample.files[].records": "sample:\n  files:\n"
+    "    - {file: squad.dev.json, split: validation, records: 'data[].paragraphs[].qas[]'}",
     "sample.id_field": "sample: {file: my_nli.jsonl, split: train, id_field: pair_id}",
     "sample.fields": "sample:\n  file: my_nli.jsonl\n  split: train\n  fields:\n"
     "    premise: sentence1\n    hypothesis: sentence2\n"
@@ -438,6 +444,8 @@ EXAMPLES: dict[str, str] = {
     "record_rules[].message": "record_rules:\n  - name: short_answer\n"
     '    check: "{{ output | wordcount <= 3 }}"\n    message: a label answer is one to three words',
     "decontaminate_on": "decontaminate_on: [premise, hypothesis]",
+    "features.<feature>.struct": "features:\n  question: string\n"
+    "  answers:\n    struct:\n      text: list[string]\n      answer_start: list[int]",
     "rationale": "features: {explanation_1: string}\nrationale: explanation_1",
     "rationale_rules": "features: {explanation: string}\nrationale: explanation\n"
     "rationale_rules:\n  - name: annotator_note\n"
@@ -453,7 +461,9 @@ EXAMPLES: dict[str, str] = {
     "  - {op: text_before, field: answer, marker: '####', into: solution}",
     "transforms[].map": "transforms:\n"
     "  - {op: replace, field: premise, map: {'[TITLE]': 'title', '[TABLECONTEXT]': 'table'}}",
-    "nullable": "features: {premise: string, extended: bool}\nnullable: [extended]",
+    "nullable": "features: {premise: string, explanation_2: string}\nnullable: [explanation_2]\n"
+    "sample:\n  file: my_nli.jsonl\n  split: validation\n"
+    "  fields: {explanation_2: null}  # this sample has no second explanation",
     "license_by": "features: {premise: string, origin: string}\nlicense_by:\n  field: origin\n"
     "  licenses: {webnlg: CC BY-NC-SA 4.0, e2e: CC BY-SA 4.0}",
     "license_by.field": "features: {premise: string, origin: string}\n"
@@ -691,19 +701,31 @@ publishes them**, so the same templates render your sample and the full dataset.
   leaves it out and builds with the default `--data sample` (`--data hub` then stops with one
   line naming the source). A source needs `hub`, `sample`, or both.
 - **Feature types.** A feature is a type name ({_TYPES}), a ClassLabel `{{names: [...]}}`
-  (stored as an int index, like the Hub; templates also see `names.<feature>`), or
-  `{{sequence: {{names: [...]}}}}` for multi-label lists. Values are converted by the declared
-  type only, never guessed from the data; a row that cannot be converted is a reject with its
-  reason (`rejects/load/`).
+  (stored as an int index, like the Hub; templates also see `names.<feature>`),
+  `{{sequence: {{names: [...]}}}}` for multi-label lists, or `{{struct: {{key: type, ...}}}}`
+  for an object. The Hub stores a `Sequence` of a dict as an object of lists: SQuAD's
+  `answers` is `{{struct: {{text: "list[string]", answer_start: "list[int]"}}}}` (list types
+  quoted inside YAML's braces) and templates write `answers.text`. Values are converted by
+  the declared type only, never guessed from the data; a row that cannot be converted is a
+  reject with its reason (`rejects/load/`). A null is a reject too, except in a `nullable`
+  feature.
 - **Context names.** Templates see these names besides the features: {_NAMES}. A feature may
   share one (AQuA-RAT and MathQA publish `options`): every feature is also
   `example.<feature>`, and is seen by its bare name where that does not collide.
 - **Files.** `sample.file` is `.jsonl` (JSON Lines), `.json` (a JSON array of rows, or one JSON
   object with the rows under `sample.json_field`), `.csv`/`.tsv` (see `sample.csv`) or
   `.parquet`; `sample.files` lists several (one per split or language, or several keys of one
-  JSON object). Raw columns map onto features through `sample.fields`; a column may be a
-  dotted path into nested JSON (`q.text`, `answers.text.0`). `sample.filter` keeps the rows a
-  Jinja test passes and `sample.limit` reads only the first rows of each file.
+  JSON object, or records nested deeper under `sample.records`, such as SQuAD's
+  `data[].paragraphs[].qas[]`). Raw columns map onto features through `sample.fields`; a
+  column may be a dotted path into nested JSON (`q.text`, `answers.text.0`).
+  `sample.filter` keeps the rows a Jinja test passes and `sample.limit` reads only the first
+  rows of each file.
+- **The Hub.** `--data hub` reads each split with `datasets.load_dataset(hub.id, hub.config,
+  revision=, data_dir=, data_files=, split=)`. A repo that still ships a loading script
+  (which datasets >= 4 refuses) is read from its converted copy: `revision:
+  refs/convert/parquet` with `data_dir: <config>`.
+- **Licences.** `license` is every record's, unless `license_by` picks a licence per row.
+  NonCommercial rows are rejected (`noncommercial_license`) unless `allow_noncommercial`.
 - **Multilingual sources.** `language` may list several codes; each row's language comes from
   `language_field`, or its file's `sample.files[].language`, or the first code. One template
   file serves every language; a template's `translations` give per-language phrasings.

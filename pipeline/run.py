@@ -112,7 +112,13 @@ def check_reject_shares(folder: RunFolder, limit: float) -> None:
     problems = []
     for name, counts in manifest.sources.items():
         # Rows a spec's `filter` leaves out are its intent, not a mistake.
-        loads = [r for r in reject_lines(folder, "load", name) if r["rule"] != "filtered"]
+        # A filter and the NonCommercial licence rule are the user's policy, not a broken
+        # catalog: however many rows they drop, the run is not stopped for them.
+        loads = [
+            r
+            for r in reject_lines(folder, "load", name)
+            if r["rule"] not in ("filtered", "noncommercial_license")
+        ]
         if counts.examples_in and len(loads) / counts.examples_in > limit:
             rule = _top_rule(loads)
             problems.append(

@@ -38,11 +38,15 @@ _PTB_STEPS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\s+([.,;:!?%)\]}])"), r"\1"),  # no space before closing punctuation
     (re.compile(r"([(\[{$#])\s+"), r"\1"),  # nor after opening brackets and currency
     (re.compile(r"\s+(n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE), r"\1"),  # contractions
+    (re.compile(r"(?<=\ws) '(?=\s)"), "'"),  # plural possessive: "girls ' school"
     (re.compile(r"(\w)\s+-\s+(\w)"), r"\1-\2"),  # "well - known" -> "well-known"
     (re.compile(r"\s+"), " "),
 ]
-# Straight double quotes in tokenised text stand alone (` " word " `); pair them up.
-_STRAIGHT_QUOTE = re.compile(r'(?:(?<=\s)|^)"(?=\s|$)')
+# Quotes standing alone as tokens (a straight double quote, or PTB's two backticks and two
+# apostrophes) are paired up by position, odd ones opening, even ones closing: the position
+# decides, not the mark, since PAWS's word-swapped sentences carry PTB quotes the wrong way
+# round (two apostrophes, Macpelah Cemetery, two backticks).
+_STRAIGHT_QUOTE = re.compile(r"(?:(?<=\s)|^)(?:\"|``|'')(?=\s|$)")
 
 
 class TransformError(ValueError):
@@ -63,15 +67,15 @@ def detokenize(text: str) -> str:
 def _pair_straight_quotes(text: str) -> str:
     # Odd-numbered free-standing quotes open, even-numbered ones close; an unpaired last one
     # is left as it is.
-    spots = [m.start() for m in _STRAIGHT_QUOTE.finditer(text)]
+    spots = [(m.start(), m.end()) for m in _STRAIGHT_QUOTE.finditer(text)]
     if len(spots) < 2:
         return text
     out: list[str] = []
     last = 0
-    for n, spot in enumerate(spots[: len(spots) // 2 * 2]):
+    for n, (spot, end) in enumerate(spots[: len(spots) // 2 * 2]):
         out.append(text[last:spot])
         out.append("``" if n % 2 == 0 else "''")
-        last = spot + 1
+        last = end
     out.append(text[last:])
     return "".join(out)
 
