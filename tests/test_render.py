@@ -27,6 +27,8 @@ GOLDEN_CASES = [
     ("go_emotions", None),
     ("gsm8k", None),
     ("banking77", None),
+    ("nq_open", "answer-question"),  # gold answers: one drawn, all listed
+    ("comve", "pick-letter"),  # options shuffled by seed, the letter as target
 ]
 
 
