@@ -879,7 +879,14 @@ def _id_field(spec: SourceSpec, hub_mode: bool) -> str | None:
 def _check_columns(source: Source, columns: list[str], where: str, hub_mode: bool) -> None:
     spec = source.spec
     id_field = _id_field(spec, hub_mode)
-    wanted = {c for f in spec.features if (c := _column_for(source, f, hub_mode)) is not None}
+    # A nullable feature may be missing from a table altogether (NTREX's document ids on the
+    # Hub): its value is then None in every row, as where the sample maps it to null.
+    nullable = set(spec.nullable)
+    wanted = {
+        c
+        for f in spec.features
+        if (c := _column_for(source, f, hub_mode)) is not None and f not in nullable
+    }
     if id_field:
         wanted.add(id_field)
     # A dotted path (`q.text`) needs its first key as a column; the rest is checked per row.

@@ -15,8 +15,8 @@ user's regex could backtrack for hours on one row):
 - ``replace``: literal strings replaced, in the order given (DART's ``[TITLE]`` markers).
 - ``collapse_whitespace``: runs of whitespace become one space, ends stripped.
 
-Strings inside lists (and lists of lists) are transformed one by one; other values pass as
-they are.
+Strings inside lists and structs (at any depth) are transformed one by one, keys kept; other
+values pass as they are.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ _BRACKETS = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{
 _PTB_STEPS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"``\s*"), '"'),  # opening quote: attach to the next word
     (re.compile(r"\s*''"), '"'),  # closing quote: attach to the previous word
-    (re.compile(r"\s+([.,;:!?%)\]}])"), r"\1"),  # no space before closing punctuation
+    # No space before closing punctuation, but ".537" is a number, not a full stop.
+    (re.compile(r"\s+([,;:!?%)\]}]|\.(?!\d))"), r"\1"),
     (re.compile(r"([(\[{$#])\s+"), r"\1"),  # nor after opening brackets and currency
     (re.compile(r"\s+(n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE), r"\1"),  # contractions
     (re.compile(r"(?<=\ws) '(?=\s)"), "'"),  # plural possessive: "girls ' school"
@@ -119,6 +120,8 @@ def _each_string(value: Any, fn: Callable[[str], str]) -> Any:
         return fn(value)
     if isinstance(value, list):
         return [_each_string(v, fn) for v in value]
+    if isinstance(value, dict):  # a struct (DART's annotations): its strings, keys kept
+        return {k: _each_string(v, fn) for k, v in value.items()}
     return value
 
 

@@ -329,6 +329,30 @@ def test_nullable_hub_values_load_as_none_and_other_nulls_are_rejects(
     assert "'hypothesis' is missing or null" in items[2].message
 
 
+def test_a_nullable_feature_the_hub_table_lacks_loads_as_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NTREX on the Hub has no document ids: the column is absent, not null.
+    source = _source(
+        tmp_path,
+        """
+        hub: {id: someone/nli_no_column, splits: [train]}
+        features:
+          premise: string
+          hypothesis: string
+          label: {names: [entailment, neutral, contradiction]}
+          explanation_2: string
+        nullable: [explanation_2]
+        """,
+    )
+    rows = [{"premise": "A man sleeps.", "hypothesis": "A man rests.", "label": 0}]
+    features = {k: v for k, v in NLI_FEATURES.items() if k != "explanation_2"}
+    lay_out_hub_repo(tmp_path, source.spec.hub, rows, features)  # type: ignore[arg-type]
+    monkeypatch.chdir(tmp_path)
+    [items] = _items(source, "hub")
+    assert isinstance(items[0], Example) and items[0].fields["explanation_2"] is None
+
+
 def test_a_feature_the_sample_lacks_is_mapped_null_and_loads_as_none(tmp_path: Path) -> None:
     rows = [{"s1": "A dog runs.", "s2": "An animal moves.", "gold": "entailment"}]
     source = _source(

@@ -12,18 +12,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
-from pipeline import render_one
+from pipeline import render_one, run_recipe
 from pipeline.catalog import Source, Template
 from pipeline.load import Example
 from pipeline.locales import locale_for
 from pipeline.models import Limits, Recipe, SourceSpec, TemplateSpec
 from pipeline.render import Renderer, RenderError, to_record
 from pipeline.validate import check_record
+
+from .conftest import write
 
 NLI = SourceSpec.model_validate(
     {
@@ -249,3 +253,62 @@ def test_the_renderers_sentences_follow_the_prompts_language() -> None:
         assert prompt.splitlines()[-1] in words[language].answer_forms["letters"]["text"]
         assert any(o in prompt for o in words[language].option_openings), prompt
         assert to_record(source, example, rendered)["language"] == "fi"  # the rows' language
+
+
+def test_an_exemplars_own_jinja_delimiters_are_no_leftover_syntax(tmp_path: Path) -> None:
+    # SciTLDR's abstracts hold LaTeX such as "\\frac{a}{b}}": shown as an exemplar in another
+    # example's few-shot prompt, that is data, not a template left unrendered.
+    latex = " with \\frac{a}{b}}"
+    rows = [
+        {"id": i, "text": f"Paper {i} proves a bound{latex if i == 0 else ''}.", "label": i % 2}
+        for i in range(8)
+    ]
+    root = tmp_path / "cat"
+    write(root / "sources" / "papers.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    write(
+        root / "sources" / "papers.yaml",
+        """
+        name: papers
+        task: Paper claims
+        cluster: misc
+        license: MIT
+        features: {text: string, label: {names: [weak, strong]}}
+        sample: {file: papers.jsonl, split: train, id_field: id}
+        """,
+    )
+    write(
+        root / "templates" / "papers.yaml",
+        """
+        source: papers
+        templates:
+          - id: strength
+            instruction: "Is this claim weak or strong? Answer weak or strong. {{ text }}"
+            output: "{{ answer_choices[label] }}"
+            answer_choices: [weak, strong]
+        """,
+    )
+    recipe = write(
+        root / "recipes" / "r.yaml",
+        """
+        name: r
+        seed: 3
+        sources: [papers]
+        mixing: {cap: null}
+        variants: {zero_shot: 0, few_shot: 1, options_shown: 0.0}
+        few_shot: {k: 7}
+        dedup: {exact: false, normalized: false}
+        decontamination: {enabled: false}
+        catalog: {sources: [../sources], templates: [../templates]}
+        """,
+    )
+    out = tmp_path / "out"
+    manifest = run_recipe(recipe, out, max_reject_share=0.0)
+    assert manifest.check() == []
+    assert manifest.sources["papers"].rejected_by_rule == {}
+    prompts = [
+        r["messages"][0]["content"]
+        for f in sorted((out / "mixed").glob("*.parquet"))
+        for r in pq.read_table(f).to_pylist()
+        if r["example_id"] != "0"
+    ]
+    assert len(prompts) == 7 and all("}}" in p for p in prompts)  # the exemplar is shown

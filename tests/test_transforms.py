@@ -235,3 +235,15 @@ def test_detokenize_joins_plural_possessives_but_not_quoted_words() -> None:
     assert not [s for s in map(detokenize, paws) if re.search(r"\ws ' ", s)]
     assert detokenize("The girls ' school is near .") == "The girls' school is near."
     assert detokenize("He said ' hello ' to me .") == "He said ' hello ' to me."
+
+
+def test_detokenize_keeps_a_decimal_that_follows_a_space() -> None:
+    # WikiTableQuestions cells: "a .537 average" is a number, not a full stop.
+    assert detokenize("batting a .537 average , then 3 .") == "batting a .537 average, then 3."
+
+
+def test_transforms_reach_strings_inside_structs() -> None:
+    step = Transform(op="collapse_whitespace", field="annotations")
+    fields = {"annotations": {"source": ["wikisql"], "text": ["A  table  says so ."]}}
+    out = apply_transforms([step], fields)
+    assert out["annotations"] == {"source": ["wikisql"], "text": ["A table says so ."]}
