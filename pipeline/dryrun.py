@@ -21,7 +21,7 @@ from .load import DataMode
 from .progress import NullProgress, Progress
 from .render import Renderer
 from .runfolder import RunFolder, read_batches
-from .stages import examples_of, few_shot_pool, load_stage, prepare
+from .stages import examples_of, few_shot_pool, load_stage, prepare, templates_for_role
 
 
 def dry_run(
@@ -93,7 +93,9 @@ def _source_plan(
         "examples_exemplar_pool": counts["examples_exemplar_pool"],
         "examples_by_split": counts["examples_by_split"],
         "templates": len(catalog.templates_for(name)),
-        "templates_per_example": renderer.k,
+        "templates_per_example": templates_for_role(
+            recipe, catalog.templates_for(name), counts["role"]
+        ),
         "records_possible": possible,
         "records_target": min(target, possible),
         "cap_binds": possible > target,

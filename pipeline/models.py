@@ -1180,6 +1180,13 @@ class Recipe(Strict):
         description="Share of each eval source's examples (by split group) set aside as its "
         "few-shot exemplar pool; they are never eval queries. 0: eval records are zero-shot.",
     )
+    eval_templates: Literal["original_task", "all"] = Field(
+        default="original_task",
+        description="Which templates make eval records (held-out clusters, `eval_only`): "
+        "`original_task`, those that pose the source's own task (not inverted, "
+        "`metadata.original_task` true), as FLAN evaluates a held-out task; `all`, every "
+        "template, as for train. A source with no such template uses all of them.",
+    )
     mixtures: list[Submix] = Field(
         default_factory=list,
         description="Nested mixing: sub-mixtures with their own sources and mixing, combined "

@@ -582,6 +582,7 @@ EXAMPLES: dict[str, str] = {
     "held_out_clusters: [commonsense]",
     "eval_only": "sources: [esnli]\neval_only: [gsm8k]",
     "eval_exemplar_fraction": "eval_only: [gsm8k]\neval_exemplar_fraction: 0.1",
+    "eval_templates": "held_out_clusters: [nli]\neval_templates: all",
     "mixtures": "mixtures:\n  - {name: flan, weight: 0.6, clusters: [nli, paraphrase]}\n"
     "  - {name: cot, weight: 0.4, sources: [gsm8k, creak]}",
     "mixtures[].name": "mixtures:\n  - {name: flan, weight: 1, clusters: [nli]}",

@@ -394,6 +394,12 @@ class Renderer:
         self._translated: dict[tuple[str, str], CompiledTemplate] = {}
         per = recipe.templates_per_example
         self.k = len(self.templates) if per == "all" else min(per, len(self.templates))
+        # What an eval example is rendered with (FLAN evaluates a held-out task as posed).
+        self._task_templates = [
+            c
+            for c in self.templates
+            if not c.template.spec.inverted and c.template.spec.metadata.original_task
+        ]
         # Sorted by id, so exemplar draws depend on which examples are in the pool, not on the
         # order they arrived in. The pool holds train examples only (or an eval source's own
         # exemplar pool), whatever the query's split: no held-out answer reaches a prompt.
@@ -432,11 +438,16 @@ class Renderer:
     # -- decisions ----------------------------------------------------------------------------
 
     def choose(self, example: Example) -> list[CompiledTemplate]:
-        """All templates, or k drawn from (seed, source, example id): never from arrival order."""
-        if self.k == len(self.templates):
-            return list(self.templates)
+        """All templates, or k drawn from (seed, source, example id): never from arrival order.
+        An eval example draws from the templates that pose the task itself (``eval_templates``)."""
+        templates = self.templates
+        if example.out_split == "eval" and self.recipe.eval_templates == "original_task":
+            templates = self._task_templates or self.templates
+        k = min(self.k, len(templates))
+        if k == len(templates):
+            return list(templates)
         rng = stable_rng(self.seed, "templates", self.source.name, example.example_id)
-        return sorted(rng.sample(self.templates, self.k), key=lambda c: c.id)
+        return sorted(rng.sample(templates, k), key=lambda c: c.id)
 
     def draw(self, example: Example, compiled: CompiledTemplate) -> Draw:
         # Five decisions from one hash: variant, options shown, style, opening, CoT trigger.

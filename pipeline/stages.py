@@ -22,7 +22,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
-from .catalog import Catalog, builtin_root, catalog_for_recipe, load_recipe, recipe_context
+from .catalog import (
+    Catalog,
+    Template,
+    builtin_root,
+    catalog_for_recipe,
+    load_recipe,
+    recipe_context,
+)
 from .errors import RunFolderError
 from .executor import Executor, LocalExecutor
 from .load import BadRow, DataMode, Example, iter_rows, open_source
@@ -71,6 +78,15 @@ def default_recipe_path() -> Path:
 def templates_per_example(recipe: Recipe, n_templates: int) -> int:
     per = recipe.templates_per_example
     return n_templates if per == "all" else min(per, n_templates)
+
+
+def templates_for_role(recipe: Recipe, templates: Sequence[Template], role: str) -> int:
+    """How many templates an example of a source in ``role`` is rendered with: an eval
+    source's examples draw only from the templates that pose its task (``eval_templates``)."""
+    if role == "eval" and recipe.eval_templates == "original_task":
+        posing = [t for t in templates if not t.spec.inverted and t.spec.metadata.original_task]
+        templates = posing or templates
+    return templates_per_example(recipe, len(templates))
 
 
 # --------------------------------------------------------------------------- load
@@ -185,7 +201,7 @@ def load_stage(
         sizes = {
             name: (
                 sum(len(s) for s in p.opened[name]),
-                templates_per_example(p.recipe, len(p.catalog.templates_for(name))),
+                templates_for_role(p.recipe, p.catalog.templates_for(name), p.members[name].role),
             )
             for name in p.members
         }

@@ -180,7 +180,7 @@ def _catalog(root: Path, recipe: str) -> Path:
             f"""
             name: {name}
             task: {name} questions
-            cluster: {"closed_book_qa" if name == "trivia" else "coreference"}
+            cluster: {"closed_book_qa" if name == "trivia" else "quiz_bowl"}
             license: CC0-1.0
             hub: {{id: local/{name}}}
             features: {{question: string, answer: string}}
@@ -287,7 +287,7 @@ decontamination:
 
 def test_a_held_out_cluster_becomes_the_eval_split(tmp_path: Path) -> None:
     recipe = _catalog(
-        tmp_path, BASE + "sources: [trivia, quiz]\nheld_out_clusters: [coreference]\n"
+        tmp_path, BASE + "sources: [trivia, quiz]\nheld_out_clusters: [quiz_bowl]\n"
     )
     out = tmp_path / "out"
     manifest = run_recipe(recipe, out)
@@ -498,3 +498,31 @@ def test_no_train_record_shares_a_13_gram_with_held_out_text_on_real_data(
     ]
     assert shared == []
     assert len(train) > 1000
+
+
+def test_eval_records_pose_the_held_out_task_itself(tmp_path: Path, builtin_catalog) -> None:
+    """FLAN evaluates a held-out task as posed: no inverted or other-task template makes an
+    eval record (they would spend the eval split's budget on records no evaluator scores),
+    unless the recipe says `eval_templates: all`."""
+    posing = {
+        t.id
+        for t in builtin_catalog.templates_for("creak")
+        if not t.spec.inverted and t.spec.metadata.original_task
+    }
+    assert posing and posing != {t.id for t in builtin_catalog.templates_for("creak")}
+    seen = {}
+    for choice in ("original_task", "all"):
+        recipe = tmp_path / f"{choice}.yaml"
+        recipe.write_text(
+            "name: heldout\nsources: [poem_sentiment, creak]\neval_only: [creak]\n"
+            f"eval_templates: {choice}\nmixing: {{cap: null}}\n",
+            encoding="utf-8",
+        )
+        out = tmp_path / choice
+        manifest = run_recipe(recipe, out, max_reject_share=0.5)
+        assert manifest.check() == []
+        rows = pq.read_table(out / "mixed" / "eval.parquet").to_pylist()
+        assert rows and {r["source"] for r in rows} == {"creak"}
+        seen[choice] = {r["template_id"] for r in rows}
+    assert seen["original_task"] == posing
+    assert seen["all"] > posing
