@@ -24,7 +24,7 @@ from pipeline.catalog import Source, Template
 from pipeline.load import Example
 from pipeline.locales import locale_for
 from pipeline.models import Limits, Recipe, SourceSpec, TemplateSpec
-from pipeline.render import Renderer, RenderError, to_record
+from pipeline.render import Renderer, RenderError, VariantUnavailable, to_record
 from pipeline.validate import check_record
 
 from .conftest import write
@@ -312,3 +312,17 @@ def test_an_exemplars_own_jinja_delimiters_are_no_leftover_syntax(tmp_path: Path
         if r["example_id"] != "0"
     ]
     assert len(prompts) == 7 and all("}}" in p for p in prompts)  # the exemplar is shown
+
+
+def test_a_template_that_writes_its_choices_has_no_optionless_form() -> None:
+    # preview --variant zero_shot_noopt used to render its prompt with {{ options }} empty: a
+    # record run never makes, shown to the template writer as if it were one.
+    listed = _template(
+        id="listed",
+        instruction="{{ premise }} / {{ hypothesis }}: does it follow?\n{{ options }}",
+        metadata={"choices_in_prompt": True},
+    )
+    with pytest.raises(VariantUnavailable, match="choices_in_prompt"):
+        render_one(SOURCE, listed, _example(0).fields, variant="zero_shot_noopt")
+    record = render_one(SOURCE, listed, _example(0).fields, variant="zero_shot_opt")
+    assert "- maybe" in record["messages"][0]["content"] or "(B) maybe" in str(record)
