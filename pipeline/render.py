@@ -885,11 +885,10 @@ def variant_problem(
         return f"{recipe} gives few-shot no share (variants.few_shot: 0)"
     if opt == "opt" and not compiled.has_choices:
         return f"{name} has no answer_choices: it has no options to show"
-    if opt == "noopt" and compiled.has_choices and spec.metadata.choices_in_prompt:
-        # Such a prompt always shows its choices: a record without them is one run never makes.
-        return (
-            f"{name} writes its choices into its prompt (choices_in_prompt): every record is _opt"
-        )
+    if opt == "noopt" and spec.metadata.choices_in_prompt and compiled.uses_options:
+        # It places {{ options }} and always shows them: a prompt with the block left empty is
+        # a record run never makes.
+        return f"{name} places {{{{ options }}}} (choices_in_prompt): every record shows them"
     if recipe_shares and compiled.has_choices and not spec.metadata.choices_in_prompt:
         if opt == "opt" and v.options_shown <= 0:
             return f"{recipe} never shows options (variants.options_shown: 0)"

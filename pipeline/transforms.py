@@ -40,7 +40,6 @@ _PTB_STEPS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"([(\[{$#])\s+"), r"\1"),  # nor after opening brackets and currency
     (re.compile(r"\s+(n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE), r"\1"),  # contractions
     (re.compile(r"(?<=\ws) '(?=\s)"), "'"),  # plural possessive: "girls ' school"
-    (re.compile(r"(\w)\s+-\s+(\w)"), r"\1-\2"),  # "well - known" -> "well-known"
     (re.compile(r"\s+"), " "),
 ]
 # Quotes standing alone as tokens (a straight double quote, or PTB's two backticks and two

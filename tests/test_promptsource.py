@@ -379,7 +379,7 @@ def test_promptsource_apply_semantics() -> None:
 
 def test_our_render_is_strict_where_promptsource_is_silent(catalog: Catalog) -> None:
     tfile = to_template_file(read_promptsource(FIXTURES / "esnli"), "esnli")
-    spec = tfile.templates[0].model_copy(update={"jinja": "{{ explanation_2 }} ||| x"})
+    spec = tfile.templates[0].model_copy(update={"jinja": "{{ explanation_9 }} ||| x"})
     template = Template(spec, "esnli", Path("t.yaml"))
     ex = _rows(catalog, "esnli", 1)[0]
     assert promptsource_apply(spec.jinja or "", None, ex.fields) == ["", "x"]
