@@ -9,6 +9,7 @@ for those examples, and a record that ``run``'s validation would reject shows as
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from .catalog import Catalog, Template
 from .errors import CatalogError
 from .load import Example, iter_rows, open_source
-from .models import VARIANTS, Recipe, Variants
+from .models import VARIANTS, Limits, Recipe, Variants
 from .render import (
     Renderer,
     RenderError,
@@ -27,6 +28,7 @@ from .render import (
     unmade_variant,
     variant_problem,
 )
+from .splits import GroupJoiner, group_function
 from .validate import check_record, has_template_syntax
 
 FORMS = VARIANTS
@@ -35,15 +37,28 @@ POOL_ROWS = 200
 
 
 def sample_examples(catalog: Catalog, source: str, n: int) -> list[Example]:
-    """The first ``n`` good examples of a source's bundled sample (bad rows are skipped)."""
+    """The first ``n`` good examples of a source's bundled sample (bad rows are skipped), each
+    with its split group, so that a preview's few-shot exemplar is never of the query's group
+    (a sibling pair with the query's own premise), as in a run."""
     src = catalog.source(source)
     out: list[Example] = []
     for split in open_source(src, "sample"):
         for batch in iter_rows(src, split, "sample"):
             out += [e for e in batch if isinstance(e, Example)]
             if len(out) >= n:
-                return out[:n]
-    return out
+                break
+        if len(out) >= n:
+            break
+    out = out[:n]
+    keys_of = group_function(src, Limits().max_render_seconds)
+    joiner = GroupJoiner()
+    hashed = []
+    for example in out:
+        try:
+            hashed.append(joiner.add(keys_of(example.example_id, example.fields)))
+        except Exception:  # a group that cannot be computed: the example stands alone
+            hashed.append(joiner.add([example.example_id]))
+    return [dataclasses.replace(e, group=joiner.group(h)) for e, h in zip(out, hashed, strict=True)]
 
 
 def preview_recipe(seed: int, source: str) -> Recipe:

@@ -24,6 +24,7 @@ from pipeline.catalog import Source, Template
 from pipeline.load import Example
 from pipeline.locales import locale_for
 from pipeline.models import Limits, Recipe, SourceSpec, TemplateSpec
+from pipeline.preview import preview_records, sample_examples
 from pipeline.render import Renderer, RenderError, VariantUnavailable, to_record
 from pipeline.validate import check_record
 
@@ -326,3 +327,18 @@ def test_a_template_that_writes_its_choices_has_no_optionless_form() -> None:
         render_one(SOURCE, listed, _example(0).fields, variant="zero_shot_noopt")
     record = render_one(SOURCE, listed, _example(0).fields, variant="zero_shot_opt")
     assert "- maybe" in record["messages"][0]["content"] or "(B) maybe" in str(record)
+
+
+def test_a_previews_exemplars_are_never_of_the_querys_split_group(builtin_catalog) -> None:
+    # e-SNLI pairs three hypotheses with one premise (split_group: premise): a preview used to
+    # show a sibling pair, with the query's own premise, as its exemplar.
+    rows = preview_records(
+        builtin_catalog, "esnli", "relation-label-question", n=30, variant="few_shot_opt"
+    )
+    examples = {e.example_id: e for e in sample_examples(builtin_catalog, "esnli", 30)}
+    assert len({e.group for e in examples.values()}) < len(examples)  # siblings are there
+    made = [r for r in rows if "messages" in r]
+    assert len(made) >= 20
+    for row in made:
+        premise = examples[row["example_id"]].fields["premise"]
+        assert row["messages"][0]["content"].count(premise) == 1, row["example_id"]

@@ -247,3 +247,8 @@ def test_transforms_reach_strings_inside_structs() -> None:
     fields = {"annotations": {"source": ["wikisql"], "text": ["A  table  says so ."]}}
     out = apply_transforms([step], fields)
     assert out["annotations"] == {"source": ["wikisql"], "text": ["A table says so ."]}
+
+
+def test_detokenize_leaves_a_spaced_dash_alone() -> None:
+    # PTB keeps hyphenated words whole: " - " in tokenised or plain text is a real dash.
+    assert detokenize("Toluca - answer : yes .") == "Toluca - answer: yes."
