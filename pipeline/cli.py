@@ -22,7 +22,7 @@ from .catalog import load_catalog
 from .dryrun import dry_run as dry_run_plan
 from .errors import CatalogError, PipelineError, os_cause
 from .executor import ExecutorName, make_executor
-from .export import export_stage, push_to_hub, redact_secrets
+from .export import export_stage, parse_formats, push_to_hub, redact_secrets
 from .lint import lint_catalog
 from .mix import mix_stage
 from .models import Manifest, TemplateFile
@@ -439,6 +439,28 @@ def export(
             "renamed to FOLDER.bak-N first, never deleted.",
         ),
     ] = False,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Layouts to write, each a config of the folder (repeatable, or a comma "
+            "list): messages (config 'default', the default), prompt_completion, alpaca, "
+            "sharegpt, flan, or all.",
+        ),
+    ] = None,
+    jsonl: Annotated[
+        bool,
+        typer.Option("--jsonl", help="Write every parquet shard as JSON lines beside it too."),
+    ] = False,
+    eval_harness: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval-harness",
+            help="Instead of the dataset, write the eval split as lm-evaluation-harness tasks "
+            "into this folder (run them with lm_eval --include_path DIR).",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -446,21 +468,41 @@ def export(
 
     The export is built beside the target and renamed into place: a failed export leaves the
     previous one as it was, and a folder that is not an earlier export is refused (--force)."""
+    if eval_harness is not None:
+        _export_eval_harness(out, eval_harness, force, quiet, as_json)
+        return
+    chosen = _guard(lambda: parse_formats(formats or []))
     progress = _progress(quiet, as_json)
+
+    def stage(target: Path | None) -> Manifest:
+        return export_stage(
+            out, to=target, force=force, formats=chosen, jsonl=jsonl, progress=progress
+        )
+
     if to == "hub":
         if not repo_id:
             typer.echo("error: --to hub needs --repo-id USER/NAME", err=True)
             raise typer.Exit(2)
-        manifest = _guard(lambda: export_stage(out, force=force, progress=progress))
+        manifest = _guard(lambda: stage(None))
         url = _guard(lambda: push_to_hub(Path(manifest.export["path"]), repo_id, private=private))
         if not quiet and not as_json:
             typer.echo(f"pushed to {url}", err=True)
     else:
-        target = Path(to) if to else None
-        manifest = _guard(lambda: export_stage(out, to=target, force=force, progress=progress))
+        manifest = _guard(lambda: stage(Path(to) if to else None))
     if manifest.export.get("moved_aside") and not quiet and not as_json:
         typer.echo(f"moved what was at the target to {manifest.export['moved_aside']}", err=True)
     _report(manifest, quiet, as_json, "export")
+
+
+def _export_eval_harness(out: Path, target: Path, force: bool, quiet: bool, as_json: bool) -> None:
+    # Imported here: the lm-eval export is optional to the dataset export and its tests.
+    from .eval_harness import write_eval_harness
+
+    written = _guard(lambda: write_eval_harness(out, target, force=force))
+    if as_json:
+        typer.echo(json.dumps([str(p) for p in written], indent=2))
+    elif not quiet:
+        typer.echo(f"wrote {len(written)} files for lm-evaluation-harness into {target}", err=True)
 
 
 def _catalog(sources: list[Path] | None, templates: list[Path] | None) -> Any:

@@ -300,7 +300,7 @@ def test_a_read_only_parent_is_a_one_line_error(
 PAUSED_EXPORT = """
 import sys, time
 from pathlib import Path
-import pipeline.export as export
+import pipeline.export.stage as export
 
 out, target, ready, go = sys.argv[1:5]
 write_shards = export._write_shards
@@ -353,7 +353,7 @@ def test_a_second_export_to_the_same_target_is_refused_while_one_runs(
 KILLED_EXPORT = """
 import os, signal, sys
 from pathlib import Path
-import pipeline.export as export
+import pipeline.export.stage as export
 
 name, when, out, target = sys.argv[1:5]
 original = getattr(export, name)
