@@ -25,6 +25,7 @@ from pipeline.models import ClassLabel, Manifest, SequenceOfClassLabel
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data"
 MULTI_ANSWER = ("nq_open", "web_questions")
+LOCALES = ("en", "de", "es", "fi", "fr")
 
 
 def test_every_bundled_task_is_a_source_with_ten_phrasings(builtin_catalog) -> None:
@@ -109,7 +110,9 @@ def test_no_output_carries_a_data_artefact(records: list[dict[str, Any]]) -> Non
     for r in records:
         output = r["messages"][-1]["content"]
         for name, pattern in ARTEFACTS.items():
-            if pattern.search(output):
+            # "(s)" in an abstract or a question is the data's own wording; a template's own
+            # "(s)" is test_no_template_writes_a_plural_hack's.
+            if name != "plural hack" and pattern.search(output):
                 found[name].append(f"{r['source']}/{r['template_id']}: {output[:80]!r}")
     assert dict(found) == {}
 
@@ -154,7 +157,8 @@ def test_one_turn_few_shot_answers_are_marked(records: list[dict[str, Any]]) -> 
     assert few
     for r in few:
         prompt = r["messages"][0]["content"]
-        patterns = locale_for(r["language"]).few_shot_patterns + locale_for("en").few_shot_patterns
+        # The prompt's language may differ from the rows' (a German-phrased NTREX template).
+        patterns = [p for code in LOCALES for p in locale_for(code).few_shot_patterns]
         assert any(prompt.endswith("\n" + p.answer.rstrip()) for p in patterns), prompt[-200:]
 
 
