@@ -471,12 +471,13 @@ def export(
     if eval_harness is not None:
         _export_eval_harness(out, eval_harness, force, quiet, as_json)
         return
-    chosen = _guard(lambda: parse_formats(formats or []))
+    # Without --format (or --jsonl), the recipe's export.formats (export.jsonl) decide.
+    chosen = _guard(lambda: parse_formats(formats)) if formats else None
     progress = _progress(quiet, as_json)
 
     def stage(target: Path | None) -> Manifest:
         return export_stage(
-            out, to=target, force=force, formats=chosen, jsonl=jsonl, progress=progress
+            out, to=target, force=force, formats=chosen, jsonl=jsonl or None, progress=progress
         )
 
     if to == "hub":

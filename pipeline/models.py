@@ -1147,10 +1147,27 @@ class CatalogDirs(Strict):
     templates: list[str] = Field(default_factory=list)
 
 
+ExportFormat = Literal["messages", "prompt_completion", "alpaca", "sharegpt", "flan", "all"]
+
+
+def _messages_only() -> list[ExportFormat]:
+    return ["messages"]
+
+
 class ExportSpec(Strict):
     shard_rows: Int = Field(default=100_000, ge=1, le=MAX_SHARD_ROWS)
     row_group_rows: Int = Field(default=10_000, ge=1, le=MAX_ROW_GROUP_ROWS)
     pretty_name: str | None = None
+    formats: list[ExportFormat] = Field(
+        default_factory=_messages_only,
+        min_length=1,
+        description="The export's configs, one per layout (`messages` is the default config; "
+        "`all` for every one); `export --format` overrides it.",
+    )
+    jsonl: bool = Field(
+        default=False,
+        description="Also write every parquet shard as JSON lines beside it (`export --jsonl`).",
+    )
 
 
 class Recipe(Strict):

@@ -652,6 +652,8 @@ EXAMPLES: dict[str, str] = {
     "export.shard_rows": "export: {shard_rows: 50000}",
     "export.row_group_rows": "export: {row_group_rows: 5000}",
     "export.pretty_name": "export: {pretty_name: My instruction mixture}",
+    "export.formats": "export: {formats: [messages, prompt_completion, alpaca]}",
+    "export.jsonl": "export: {jsonl: true}",
 }
 
 # The recipe's own `name`, `description` and `system` share their path with the source's

@@ -412,3 +412,28 @@ def test_cli_eval_harness_writes_the_tasks_instead_of_the_dataset(
     result = runner.invoke(app, args)
     assert result.stderr.strip() == f"wrote 2 files for lm-evaluation-harness into {tasks}"
     assert not (run / "dataset").exists()
+
+
+def test_a_recipe_chooses_its_export_formats_and_the_cli_overrides_them(tmp_path: Path) -> None:
+    recipe = write(
+        tmp_path / "r.yaml",
+        """
+        name: r
+        sources: [poem_sentiment]
+        mixing: {cap: 60}
+        export: {formats: [messages, flan], jsonl: true}
+        """,
+    )
+    out = tmp_path / "out"
+    run_recipe(recipe, out)
+    dataset = out / "dataset"
+    assert datasets.load_dataset(str(dataset), "flan")["train"].column_names[:3] == [
+        "id",
+        "inputs",
+        "targets",
+    ]
+    assert list((dataset / "data" / "flan").glob("*.jsonl"))
+    assert not (dataset / "data" / "alpaca").exists()
+    result = CliRunner().invoke(app, ["export", "--out", str(out), "-f", "alpaca", "-q"])
+    assert result.exit_code == 0, result.output
+    assert (dataset / "data" / "alpaca").is_dir() and not (dataset / "data" / "flan").exists()

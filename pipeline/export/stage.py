@@ -41,7 +41,7 @@ from ..models import Manifest, Recipe
 from ..progress import NullProgress, Progress
 from ..runfolder import RunFolder, _umask, atomic_text, read_batches, sign_lock, try_lock
 from .card import Composition, ExportedConfig, dataset_card
-from .formats import DEFAULT_FORMATS, FORMATS, Format, Shard, parse_formats
+from .formats import FORMATS, Format, Shard, parse_formats
 from .llamafactory import llamafactory_info
 
 MARKER = ".instructmix-export.json"
@@ -74,23 +74,28 @@ def export_stage(
     *,
     to: Path | None = None,
     force: bool = False,
-    formats: Sequence[str] = DEFAULT_FORMATS,
-    jsonl: bool = False,
+    formats: Sequence[str] | None = None,
+    jsonl: bool | None = None,
     progress: Progress | None = None,
 ) -> Manifest:
     """Write the Hub-style folder (default ``<out>/dataset``) from the run's mixture, with one
     config per format (``messages``, ``prompt_completion``, ``alpaca``, ``sharegpt``,
     ``flan``, or ``all``) and, with ``jsonl=True``, every parquet shard as JSON lines beside it.
+    Left as None, both are the recipe's (``export.formats``, ``export.jsonl``).
 
     The target must be new, empty or an earlier export; a folder holding anything else is
     refused, or with ``force=True`` renamed to ``<target>.bak-N`` (recorded in
     ``manifest.export["moved_aside"]``). A failed export leaves the target as it was.
     """
     progress = progress or NullProgress()
-    chosen = [FORMATS[name] for name in parse_formats(formats)]
     folder = RunFolder(Path(out))
     try:
         with folder.lock():
+            if formats is None or jsonl is None:
+                spec = recipe_context(folder.read_manifest(needs="mix"))[0].export
+                formats = spec.formats if formats is None else formats
+                jsonl = spec.jsonl if jsonl is None else jsonl
+            chosen = [FORMATS[name] for name in parse_formats(formats)]
             return _export(folder, to, force, chosen, jsonl, progress)
     except OSError as exc:
         # Reading the run folder or writing its manifest: the export itself is settled by now.
