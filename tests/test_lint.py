@@ -372,3 +372,57 @@ def test_finding_prints_on_one_line() -> None:
         "templates/esnli.yaml: esnli/premise-hypothesis-options: error output_not_in_choices: "
         "output 'x' is not one of ['yes', 'no'] (example 17)"
     )
+
+
+def test_a_translation_is_checked_in_its_own_language(tmp_path: Path) -> None:
+    # The French phrasing has a doubled space of its own; lint re-renders a suspect record with
+    # its data tidied to blame the template, and that render must stay French.
+    rows = [
+        {"id": "r0", "lang": "en", "text": "The soup was cold.", "stars": 0},
+        {"id": "r1", "lang": "fr", "text": "La soupe était froide.", "stars": 0},
+        {"id": "r2", "lang": "fr", "text": "Un accueil chaleureux.", "stars": 1},
+    ]
+    write(tmp_path / "data" / "reviews.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write(
+        tmp_path / "sources" / "reviews.yaml",
+        """
+        name: reviews
+        task: review sentiment
+        cluster: sentiment
+        license: CC0-1.0
+        hub: {id: someone/reviews, splits: [train]}
+        language: [en, fr]
+        language_field: lang
+        features:
+          lang: string
+          text: string
+          label: {names: [negative, positive]}
+        sample:
+          file: reviews.jsonl
+          split: train
+          id_field: id
+          fields: {label: stars}
+        """,
+    )
+    write(
+        tmp_path / "templates" / "reviews.yaml",
+        """
+        source: reviews
+        templates:
+          - id: positive-or-negative
+            instruction: "Is this review positive or negative? {{ text }}"
+            output: "{{ answer_choices[label] }}"
+            answer_choices: [negative, positive]
+            translations:
+              fr:
+                instruction: "Cet avis est-il positif  ou négatif ? {{ text }}"
+                answer_choices: [négatif, positif]
+        """,
+    )
+    catalog = load_catalog([tmp_path / "sources"], [tmp_path / "templates"], builtin=False)
+    findings = lint_catalog(catalog)
+    f = only(findings, "double_space")
+    assert (f.template_id, f.example_id) == ("positive-or-negative", "r1")
+    assert "[2 of 3 examples]" in f.message
+    # French sets a space before "?" by rule: not a doubled_punctuation finding.
+    assert not [x for x in findings if x.rule == "doubled_punctuation"]
