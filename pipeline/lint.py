@@ -57,13 +57,14 @@ import jinja2
 import jinja2.meta
 from jinja2 import nodes
 
-from . import helpers, locales
+from . import helpers
 from .catalog import Catalog, Source, Template
 from .errors import PipelineError
 from .load import Example, iter_rows, open_source
-from .locales import has_locale, locale_for
+from .locales import all_locales, has_locale, locale_for
 from .models import RESERVED_CONTEXT_NAMES, ClassLabel, Recipe, SequenceOfClassLabel
 from .options import letter_marker
+from .options import names_choice as _named  # lint's names_choice folds the text first
 from .render import (
     CompiledTemplate,
     Draw,
@@ -73,7 +74,6 @@ from .render import (
     make_environment,
     printable,
     rationale_text,
-    shows_all,
     to_record,
 )
 from .seeding import stable_key
@@ -219,10 +219,11 @@ def _language_checks(source: Source, templates: Sequence[Template], report: _Rep
                 "pipeline/locales.yaml; its records get the English ones",
                 file=source.path,
             )
-    if len(codes) > 1:
+    rows = _row_languages(source)
+    if len(rows) > 1:
         for template in templates:
             own = set(template.spec.metadata.languages)
-            missing = [c for c in codes if c not in own and c not in template.spec.translations]
+            missing = [c for c in rows if c not in own and c not in template.spec.translations]
             if missing:
                 report.add(
                     UNTRANSLATED,
@@ -230,6 +231,20 @@ def _language_checks(source: Source, templates: Sequence[Template], report: _Rep
                     f"no phrasing for {missing} (add `translations:` entries, or list the "
                     "language in metadata.languages if the template's own text serves it)",
                 )
+
+
+def _row_languages(source: Source) -> list[str]:
+    """The languages a row of the source can be in: every listed one where a field or the
+    files say which, else only the first (NTREX lists [en, de] for its pairs, but a row has no
+    language of its own, so no German row ever needs a German phrasing)."""
+    spec = source.spec
+    if spec.language_field is not None:
+        return spec.languages
+    files = spec.sample.files if spec.sample is not None and spec.sample.files else []
+    listed = [f.language for f in files if f.language is not None]
+    if listed:
+        return [c for c in spec.languages if c in listed or c == spec.default_language]
+    return [spec.default_language]
 
 
 def load_examples(source: Source, max_examples: int | None = None) -> list[Example]:
@@ -586,9 +601,10 @@ def _check_choices_shown(
     missing = missing_choices(prompt, choices, strings)
     if not missing:
         return
+    folded = prompt.casefold()
     where = (
         "only inside other words or the example's own text"
-        if shows_all(prompt, choices)
+        if all(c.casefold() in folded for c in missing)
         else "nowhere"
     )
     report.add(
@@ -860,7 +876,6 @@ def example_strings(fields: dict[str, Any]) -> list[str]:
     return sorted(out, key=lambda v: (-len(v), v))
 
 
-
 def blank_data(
     text: str, strings: Sequence[str], keep: Iterable[str] = (), containing: Iterable[str] = ()
 ) -> str:
@@ -926,22 +941,6 @@ def _in_data(text: str, at: int, fields: dict[str, Any]) -> bool:
             if j + len(value) > at:
                 return True
             j = text.find(value, j + 1)
-    return False
-
-
-def _named(folded: str, choice: str) -> bool:
-    c = choice.strip().casefold()
-    if not c:
-        return True
-    # str.find with the word-boundary test by hand: a regex per choice was most of lint's time
-    left, right, n = _is_word(c[0]), _is_word(c[-1]), len(c)
-    j = folded.find(c)
-    while j >= 0:
-        if (not left or j == 0 or not _is_word(folded[j - 1])) and (
-            not right or j + n == len(folded) or not _is_word(folded[j + n])
-        ):
-            return True
-        j = folded.find(c, j + 1)
     return False
 
 
@@ -1080,9 +1079,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n")
 def _locale_forms() -> dict[str, str]:
     """Every answer-form line of the renderer (locales.yaml), in every language -> target."""
     out: dict[str, str] = {}
-    # locales.py has no public list of its languages; its table is read where it is kept.
-    table: Any = getattr(locales, "_table", None)
-    for loc in table().values() if table else ():
+    for loc in all_locales():
         for forms in loc.answer_forms.values():
             for target, phrases in forms.items():
                 for phrase in phrases:

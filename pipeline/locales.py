@@ -61,7 +61,12 @@ def _table() -> dict[str, Locale]:
 def cot_answer_prefixes() -> tuple[str, ...]:
     """Every language's chain-of-thought answer line (a record's prompt language may differ
     from its rows' language: an English template over Finnish rows)."""
-    return tuple(dict.fromkeys(loc.cot_answer_prefix for loc in _table().values()))
+    return tuple(dict.fromkeys(loc.cot_answer_prefix for loc in all_locales()))
+
+
+def all_locales() -> list[Locale]:
+    """Every language's sentences, in the file's order."""
+    return list(_table().values())
 
 
 def has_locale(language: str) -> bool:

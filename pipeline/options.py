@@ -104,3 +104,26 @@ def format_options(
         targets = list(choices)
     text = opening + "\n" + "\n".join(lines)
     return OptionsBlock(f"{text}\n{answer_form}" if answer_form else text, targets)
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def names_choice(folded: str, choice: str) -> bool:
+    """Whether ``folded`` (a casefolded prompt) names ``choice`` as words of its own: "no" is
+    not named by "nobody", nor "yes" by "eyesore". The renderer's ``_opt`` label and lint's
+    choices check agree on this one test."""
+    c = choice.strip().casefold()
+    if not c:
+        return True
+    # str.find with the word-boundary test by hand: a regex per choice costs far more.
+    left, right, n = _is_word(c[0]), _is_word(c[-1]), len(c)
+    j = folded.find(c)
+    while j >= 0:
+        if (not left or j == 0 or not _is_word(folded[j - 1])) and (
+            not right or j + n == len(folded) or not _is_word(folded[j + n])
+        ):
+            return True
+        j = folded.find(c, j + 1)
+    return False

@@ -37,7 +37,7 @@ from .models import (
     SequenceOfClassLabel,
     SourceSpec,
 )
-from .options import format_options, styles_for
+from .options import format_options, names_choice, styles_for
 from .sandbox import (
     ObjectRendered,
     RenderLimit,
@@ -808,7 +808,7 @@ def shows_all(prompt: str, choices: Sequence[str]) -> bool:
     template's record ``_opt``. One that writes "Yes, no or maybe?" itself passes; one whose
     flag is set but whose prompt never lists them does not (and lint reports it)."""
     folded = prompt.casefold()
-    return all(c.casefold() in folded for c in choices)
+    return all(names_choice(folded, c) for c in choices)
 
 
 def record_id(source: str, split: str, example_id: str, template_id: str, variant: str) -> str:

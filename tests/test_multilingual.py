@@ -146,3 +146,12 @@ def test_lint_warns_where_a_language_would_fall_back_to_english(tmp_path: Path) 
     _catalog(tmp_path)
     catalog = load_catalog([tmp_path / "sources"], [tmp_path / "templates"])
     assert not [f for f in lint_catalog(catalog, ["reviews"]) if f.rule in rules]
+
+
+def test_no_translation_is_asked_for_a_language_no_row_can_have(builtin_catalog) -> None:
+    # NTREX lists [en, de] for its English-German pairs, but its rows have no language field:
+    # every row is `en`, so a one-language direction template needs no German phrasing.
+    source = builtin_catalog.source("ntrex")
+    assert source.spec.languages == ["en", "de"] and source.spec.language_field is None
+    rules = {f.rule for f in lint_catalog(builtin_catalog, ["ntrex"])}
+    assert "untranslated_template" not in rules

@@ -25,7 +25,7 @@ from pipeline.load import Example
 from pipeline.locales import locale_for
 from pipeline.models import Limits, Recipe, SourceSpec, TemplateSpec
 from pipeline.preview import preview_records, sample_examples
-from pipeline.render import Renderer, RenderError, VariantUnavailable, to_record
+from pipeline.render import Renderer, RenderError, VariantUnavailable, shows_all, to_record
 from pipeline.validate import check_record
 
 from .conftest import write
@@ -342,3 +342,10 @@ def test_a_previews_exemplars_are_never_of_the_querys_split_group(builtin_catalo
     for row in made:
         premise = examples[row["example_id"]].fields["premise"]
         assert row["messages"][0]["content"].count(premise) == 1, row["example_id"]
+
+
+def test_a_prompt_shows_a_choice_only_as_words_of_its_own() -> None:
+    # "no" inside "Nobody" once made run label a record _opt whose prompt never offered "no".
+    assert shows_all("Yes or no: is it raining?", ["yes", "no"])
+    assert not shows_all("Nobody saw it. Is that so, yes?", ["yes", "no"])
+    assert shows_all("Pick one: (A) well-known, (B) unknown", ["well-known", "unknown"])
