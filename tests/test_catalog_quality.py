@@ -3,8 +3,8 @@ issue 11 found (read from the records, not from counts).
 
 Catalog: every bundled task is a source, at least 10 phrasings each, 12+ clusters, Hub facts
 with where they were checked, choices on classification templates, CoT where a rationale
-exists, and lint clean. Build: no calculator annotations or `####` in any output, no PTB
-tokenisation or table markers in a target, every lettered/numbered record's target is the form
+exists (lint clean: tests/test_lint.py). Build: no calculator annotations or `####` in any
+output, no PTB tokenisation or table markers in a target, every lettered/numbered record's target is the form
 its prompt asks for, one-turn few-shot answers are marked, inverted templates make varied
 prompts, and multi-answer QA lists every gold answer and answers with one of them.
 """
@@ -19,7 +19,6 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.lint import lint_catalog
 from pipeline.locales import locale_for
 from pipeline.models import ClassLabel, Manifest, SequenceOfClassLabel
 
@@ -77,11 +76,6 @@ def test_no_template_writes_a_plural_hack(builtin_catalog) -> None:
             texts = [t.spec.instruction, t.spec.input, t.spec.output, t.spec.jinja]
             for text in filter(None, texts):
                 assert not ARTEFACTS["plural hack"].search(text), (name, t.id)
-
-
-def test_the_whole_catalog_lints_clean(builtin_catalog) -> None:
-    errors = [str(f) for f in lint_catalog(builtin_catalog) if f.severity == "error"]
-    assert errors == []
 
 
 def _records(out: Path) -> list[dict[str, Any]]:
