@@ -116,6 +116,13 @@ def _export(
     recipe, catalog = recipe_context(manifest)
     target = _target_path(folder, to)
     legacy = _legacy_files(manifest, target)
+    for split in manifest.splits:
+        # Said here, naming the file: once the build reads it, the error is the target's.
+        if not folder.mixed(split).is_file():
+            raise PipelineError(
+                f"{folder.mixed(split)}: no such file (the mix stage's output is gone); rerun "
+                f"`instructmix mix --out {folder.root}`; nothing exported"
+            )
     build: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
