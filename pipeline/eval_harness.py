@@ -21,22 +21,16 @@ The task files name their data by absolute path: lm-eval hands ``data_files`` to
 ``datasets.load_dataset``, which reads a relative path from the directory lm-eval runs in, not
 from the YAML's. So the folder works from any directory, and is written again after a move.
 
-Writing is a transaction like the export's: the folder is built beside the target and renamed
-into place; an earlier harness is renamed aside and removed file by file once the new one is
-in; a folder holding anything a harness did not write is refused, or with ``force`` renamed to
-``<target>.bak-N``, never deleted.
+Writing is the export's transaction (``pipeline.transaction``): the folder is built beside the
+target and renamed into place; an earlier harness is renamed aside and removed file by file once
+the new one is in; a folder holding anything a harness did not write is refused, or with
+``force`` renamed to ``<target>.bak-N``, never deleted.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,18 +41,10 @@ import yaml
 from .catalog import Catalog, recipe_context
 from .errors import PipelineError, RunFolderError, os_cause, os_filename
 from .models import Manifest, Recipe, TemplateSpec
-from .runfolder import (
-    ParquetSink,
-    RunFolder,
-    _umask,
-    atomic_text,
-    read_batches,
-    sign_lock,
-    try_lock,
-)
+from .runfolder import ParquetSink, RunFolder, atomic_text, read_batches
+from .transaction import FolderKind, Words, target_path, write_folder, write_marker
 
 MARKER = ".instructmix-eval-harness.json"
-_MARKER_FORMAT = 1
 METRICS_MODULE = "instructmix_metrics"
 ZERO_SHOT = ("zero_shot_opt", "zero_shot_noopt")
 # Template metrics scored by exact match (lm-eval has no generation F1 or SQuAD metric: those
@@ -80,20 +66,39 @@ FIRST_LINE = {
 _ROW_GROUP = 2000  # rows a task holds before writing them
 _MAX_GEN_TOKS = 1024
 _MIN_GEN_TOKS = 32
-# Entries of a run folder the stages read: a harness there would pull them out from under it.
-_RUN_ENTRIES = frozenset(
-    {"manifest.json", ".lock", "examples", "rendered", "valid", "mixed", "rejects", "dataset"}
+
+HARNESS = FolderKind(
+    marker=MARKER,
+    marker_key="instructmix_eval_harness",
+    levels=("", "data/", "__pycache__/"),
+    # Every name a harness writes in its folder, temporaries included (a leftover build folder
+    # of a killed write holds nothing else).
+    layout=re.compile(
+        rf"README\.md|[^/]+\.yaml|{METRICS_MODULE}\.py|data/[^/]+\.parquet|(data/)?\.[^/]+\.tmp"
+    ),
+    # The bytecode Python caches beside the metrics module when lm-eval imports it.
+    derived=re.compile(r"__pycache__/" + METRICS_MODULE + r"\.[^/]+\.pyc"),
+    build="harness-",
+    aside="harness-old-",
+    lock="harness.lock",
+    # Entries of a run folder the stages read, and its export's: a harness there would pull
+    # them out from under them.
+    run_entries=frozenset(
+        {"manifest.json", ".lock", "examples", "rendered", "valid", "mixed", "rejects", "dataset"}
+    ),
+    words=Words(
+        tool="eval harness",
+        writer="eval-harness write",
+        write_to="write to",
+        at_root="write a harness to",
+        under_file="write",
+        own_folder="write the harness to a folder of its own",
+        is_folder="the harness is a folder of its own",
+        elsewhere="write the harness elsewhere",
+        nothing_done="no harness written",
+        done="written",
+    ),
 )
-# Every name a harness writes in its folder, temporaries included (a leftover build folder of a
-# killed write holds nothing else), and the bytecode Python caches beside the metrics module
-# when lm-eval imports it.
-_LAYOUT = re.compile(
-    r"README\.md|[^/]+\.yaml|" + METRICS_MODULE + r"\.py|data/[^/]+\.parquet|(data/)?\.[^/]+\.tmp"
-)
-_DERIVED = re.compile(r"__pycache__/" + METRICS_MODULE + r"\.[^/]+\.pyc")
-_MARKER_TMP = re.compile(re.escape(MARKER) + r"\.[^/]+\.tmp")
-_LEVELS = ("", "data/", "__pycache__/")
-_SHOWN = 3
 
 
 @dataclass
@@ -164,39 +169,14 @@ def _write(folder: RunFolder, to: Path, force: bool) -> list[Path]:
             "`held_out_clusters: [CLUSTER]` (or `eval_only`) to the recipe and run it again"
         )
     recipe, catalog = recipe_context(manifest)
-    target = _target_path(folder, to)
+    target = target_path(HARNESS, folder, to)
     final = target.parent.resolve() / target.name  # what the YAMLs name, after the rename
-    build: Path | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with _target_lock(target):
-            _recover(target)
-            _refuse_foreign(target, _holding(target), force)
-            build = Path(tempfile.mkdtemp(prefix=f".{target.name}.harness-", dir=target.parent))
-            try:
-                os.chmod(build, 0o777 & ~_umask())
-                written = _build(build, final, folder, manifest, recipe, catalog)
-                holding = _holding(target)  # again: it may have changed meanwhile
-                _refuse_foreign(target, holding, force)
-                _swap_in(build, target, holding)
-            except BaseException:
-                shutil.rmtree(build, ignore_errors=True)
-                raise
-    except OSError as exc:
-        name = os_filename(exc)
-        where = Path(name) if name else target
-        if build is not None and where.is_relative_to(build):
-            where = target / where.relative_to(build)
-        raise PipelineError(
-            f"{where}: {os_cause(exc)}; no harness written, {target} is as it was"
-        ) from None
-    except PipelineError as exc:
-        if build is None or str(build) not in str(exc):
-            raise
-        raise PipelineError(
-            f"{str(exc).replace(str(build), str(target))}; no harness written, "
-            f"{target} is as it was"
-        ) from None
+    written, _ = write_folder(
+        HARNESS,
+        target,
+        lambda build: _build(build, final, folder, manifest, recipe, catalog),
+        force=force,
+    )
     return [target / name for name in written]
 
 
@@ -213,7 +193,7 @@ def _build(
 ) -> list[str]:
     """Write data, task and group YAMLs, the metrics module and the README into ``build``,
     the marker first (so a killed write's folder is recognisably ours) and last."""
-    _write_marker(build, manifest, None)
+    write_marker(HARNESS, build, manifest, None)
     tasks, skipped = _split_tasks(build, folder, catalog)
     if not tasks:
         shown = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
@@ -259,7 +239,7 @@ def _build(
         fh.write(_readme(prefix, final, recipe, manifest, clusters, skipped))
     files.append("README.md")
     files.sort()
-    _write_marker(build, manifest, {name: (build / name).stat().st_size for name in files})
+    write_marker(HARNESS, build, manifest, {name: (build / name).stat().st_size for name in files})
     return files
 
 
@@ -580,20 +560,6 @@ def _readme(
     return "\n".join(lines)
 
 
-def _write_marker(build: Path, manifest: Manifest, files: dict[str, int] | None) -> None:
-    marker = {
-        "instructmix_eval_harness": _MARKER_FORMAT,
-        "complete": files is not None,
-        "instructmix_version": manifest.instructmix_version,
-        "recipe": manifest.recipe.get("name"),
-        "recipe_fingerprint": manifest.recipe_fingerprint,
-        "run_fingerprint": manifest.run_fingerprint,
-        "files": dict(sorted((files or {}).items())),
-    }
-    with atomic_text(build / MARKER) as fh:
-        fh.write(json.dumps(marker, indent=2) + "\n")
-
-
 # The module the generation tasks' `process_results` names. It runs inside lm-eval, which
 # depends on rouge-score and sacrebleu; it is a copy so the folder needs no instructmix.
 METRICS_SOURCE = '''\
@@ -664,236 +630,3 @@ def exact_bleu(doc, results):
 def exact_bleu_rouge(doc, results):
     return {**_exact(doc, results[0].strip()), **bleu(doc, results), **rouge(doc, results)}
 '''
-
-
-# --------------------------------------------------------------------------- the transaction
-
-
-def _target_path(folder: RunFolder, to: Path) -> Path:
-    """The absolute target, refused when it is not a folder a harness may replace."""
-    target = Path(os.path.abspath(to))  # not resolve: a link at the target must be seen
-    if not target.name:
-        raise PipelineError(f"{target}: cannot write a harness to a filesystem root; name a folder")
-    for ancestor in target.parents:
-        if os.path.lexists(ancestor):
-            if not ancestor.is_dir():
-                raise PipelineError(f"{ancestor}: is a file, not a folder; cannot write {target}")
-            break
-    real = target.parent.resolve() / target.name
-    root = folder.root.resolve()
-    if real == root or root.is_relative_to(real):
-        raise PipelineError(
-            f"{target}: holds the run folder {folder.root}; write the harness to a folder "
-            "of its own"
-        )
-    if real.is_relative_to(root) and real.relative_to(root).parts[0] in _RUN_ENTRIES:
-        raise PipelineError(
-            f"{target}: is part of the run folder {folder.root}; write the harness to a "
-            "folder of its own"
-        )
-    return target
-
-
-@dataclass(frozen=True)
-class _Holding:
-    kind: Literal["missing", "empty", "ours", "foreign"]
-    foreign: list[str] = field(default_factory=list)
-
-
-def _holding(target: Path) -> _Holding:
-    if target.is_symlink():
-        raise PipelineError(
-            f"{target}: is a symbolic link; the harness is a folder of its own, give a path "
-            "that is not a link"
-        )
-    if not target.exists():
-        return _Holding("missing")
-    if not target.is_dir():
-        raise PipelineError(f"{target}: is a file, not a folder; write the harness elsewhere")
-    marker = _read_marker(target)
-    written = marker["files"] if marker is not None and marker["complete"] is True else {}
-    foreign = _scan(target, written, None, limit=_SHOWN + 1)[1]
-    if foreign:
-        return _Holding("foreign", foreign)
-    with os.scandir(target) as entries:
-        empty = next(entries, None) is None
-    return _Holding("empty" if empty else "ours")
-
-
-def _refuse_foreign(target: Path, holding: _Holding, force: bool) -> None:
-    if holding.kind == "foreign" and not force:
-        shown = ", ".join(holding.foreign[:_SHOWN])
-        more = ", ..." if len(holding.foreign) > _SHOWN else ""
-        raise PipelineError(
-            f"{target}: holds files no instructmix eval harness wrote ({shown}{more}); "
-            "refusing to replace it: write to a new or empty folder, or pass --force to move "
-            f"it aside to {target}.bak-N"
-        )
-
-
-def _read_marker(folder: Path) -> dict[str, Any] | None:
-    path = folder / MARKER
-    if path.is_symlink() or not path.is_file():
-        return None
-    try:
-        marker = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    if (
-        not isinstance(marker, dict)
-        or marker.get("instructmix_eval_harness") != _MARKER_FORMAT
-        or not isinstance(marker.get("files"), dict)
-    ):
-        return None
-    return marker
-
-
-def _scan(
-    folder: Path,
-    written: dict[str, Any],
-    extra: re.Pattern[str] | None,
-    limit: int | None = None,
-) -> tuple[list[Path], list[str]]:
-    """Files under ``folder`` a harness wrote (listed in ``written`` with their size, named as
-    ``extra`` allows, or bytecode of the metrics module), and the first entries it did not.
-    Only the folder, ``data/`` and ``__pycache__/`` are read; a user's tree is never walked."""
-    ours: list[Path] = []
-    foreign: list[str] = []
-    for prefix in _LEVELS:
-        where = folder / prefix
-        if prefix and (where.is_symlink() or not where.is_dir()):
-            continue
-        with os.scandir(where) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            rel = prefix + entry.name
-            if not prefix and f"{rel}/" in _LEVELS and entry.is_dir(follow_symlinks=False):
-                continue  # read as a level of its own
-            if not entry.is_file(follow_symlinks=False):
-                foreign.append(rel + ("/" if entry.is_dir(follow_symlinks=False) else ""))
-            elif rel == MARKER:
-                pass
-            elif rel in written:
-                size = written[rel]
-                if isinstance(size, int) and entry.stat(follow_symlinks=False).st_size != size:
-                    foreign.append(f"{rel} (changed since it was written)")
-                else:
-                    ours.append(Path(entry.path))
-            elif _DERIVED.fullmatch(rel) or (extra is not None and extra.fullmatch(rel)):
-                ours.append(Path(entry.path))
-            else:
-                foreign.append(rel)
-            if limit is not None and len(foreign) >= limit:
-                return ours, foreign
-    return ours, foreign
-
-
-def _remove_ours(folder: Path) -> None:
-    """Delete a folder of ours file by file (never a recursive delete), the marker last.
-    Best effort: what stays is cleaned up by the next write."""
-    marker = _read_marker(folder)
-    ours, foreign = _scan(folder, marker["files"] if marker else {}, _LAYOUT)
-    if foreign:
-        return
-    with suppress(OSError):
-        for path in ours:
-            path.unlink()
-        for level in _LEVELS[1:]:
-            if (folder / level).is_dir():
-                (folder / level).rmdir()
-        (folder / MARKER).unlink(missing_ok=True)
-        folder.rmdir()
-
-
-def _leftover_is_ours(folder: Path) -> bool:
-    marker = _read_marker(folder)
-    if marker is None:
-        return not _scan(folder, {}, _MARKER_TMP, limit=1)[1]
-    return not _scan(folder, marker["files"], _LAYOUT, limit=1)[1]
-
-
-def _complete(folder: Path) -> bool:
-    marker = _read_marker(folder)
-    if marker is None or marker["complete"] is not True:
-        return False
-    return not _scan(folder, marker["files"], None, limit=1)[1]
-
-
-def _recover(target: Path) -> None:
-    """Finish what a killed write left beside the target (we hold its lock): put back an
-    earlier harness renamed aside when the target is missing, then remove build and aside
-    folders that are ours. Anything else matching the names is left alone."""
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.harness-(old-)?[a-z0-9_]{{8}}")
-    with os.scandir(target.parent) as it:
-        leftovers = sorted(
-            (Path(e.path), bool(m.group(1)))
-            for e in it
-            if (m := pattern.fullmatch(e.name)) and e.is_dir(follow_symlinks=False)
-        )
-    if not os.path.lexists(target):
-        asides = [path for path, old in leftovers if old and _complete(path)]
-        if asides:
-            latest = max(asides, key=lambda p: p.stat().st_ctime_ns)
-            os.rename(latest, target)
-            leftovers = [(p, old) for p, old in leftovers if p != latest]
-    for path, _ in leftovers:
-        if _leftover_is_ours(path):
-            _remove_ours(path)
-
-
-def _swap_in(build: Path, target: Path, holding: _Holding) -> None:
-    aside: Path | None = None
-    backup: Path | None = None
-    if holding.kind == "ours":
-        # An empty folder reserves a unique name; rename replaces an empty folder atomically.
-        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.harness-old-", dir=target.parent))
-        try:
-            os.rename(target, aside)
-        except BaseException:
-            with suppress(OSError):
-                aside.rmdir()
-            raise
-    elif holding.kind == "foreign":
-        n = 1
-        while os.path.lexists(f"{target}.bak-{n}"):
-            n += 1
-        backup = Path(f"{target}.bak-{n}")
-        os.rename(target, backup)
-    try:
-        os.rename(build, target)
-    except BaseException:
-        moved = aside or backup
-        if moved is not None:
-            os.rename(moved, target)
-        raise
-    if aside is not None:
-        _remove_ours(aside)
-
-
-@contextmanager
-def _target_lock(target: Path) -> Iterator[None]:
-    """Hold the target for one writer; the lock file goes when released (a waiter that
-    locked a removed file tries again)."""
-    path = target.parent / f".{target.name}.harness.lock"
-    while True:
-        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
-        holder = try_lock(fh)
-        if holder is not None:
-            raise PipelineError(
-                f"{target}: in use by another instructmix eval-harness write (pid {holder}); "
-                "wait for it to finish or write to another folder"
-            )
-        try:
-            same = os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        fh.close()
-    try:
-        sign_lock(fh)
-        yield
-    finally:
-        with suppress(OSError):
-            path.unlink()
-        fh.close()

@@ -4,9 +4,10 @@ issue 11 found (read from the records, not from counts).
 Catalog: every bundled task is a source, at least 10 phrasings each, 12+ clusters, Hub facts
 with where they were checked, choices on classification templates, CoT where a rationale
 exists (lint clean: tests/test_lint.py). Build: no calculator annotations or `####` in any
-output, no PTB tokenisation or table markers in a target, every lettered/numbered record's target is the form
-its prompt asks for, one-turn few-shot answers are marked, inverted templates make varied
-prompts, and multi-answer QA lists every gold answer and answers with one of them.
+output, no PTB tokenisation or table markers in a target, every lettered/numbered record's
+target is the form its prompt asks for, one-turn few-shot answers are marked, inverted
+templates make varied prompts, and multi-answer QA lists every gold answer and answers with
+one of them.
 """
 
 from __future__ import annotations

@@ -351,12 +351,14 @@ def test_a_second_export_to_the_same_target_is_refused_while_one_runs(
 # ---------------------------------------------------------------- a killed export is finished later
 
 KILLED_EXPORT = """
-import os, signal, sys
+import importlib, os, signal, sys
 from pathlib import Path
 import pipeline.export.stage as export
 
-name, when, out, target = sys.argv[1:5]
-original = getattr(export, name)
+where, when, out, target = sys.argv[1:5]
+module_name, name = where.split(":")
+module = importlib.import_module(module_name)
+original = getattr(module, name)
 
 def killing(*args, **kwargs):
     if when == "before":
@@ -365,22 +367,23 @@ def killing(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
     return result
 
-setattr(export, name, killing)
+setattr(module, name, killing)
 export.export_stage(Path(out), to=Path(target))
 """
 
-# Where the export is killed, and what it leaves beside the target for the next one.
+# Where the export is killed (module:function; the swap is the shared transaction's), and what
+# it leaves beside the target for the next one.
 KILL_POINTS = {
-    "building": ("_write_shards", "after", ["export-", "lock"]),
-    "between-the-renames": ("_rename", "after", ["export-", "lock", "old-"]),
-    "removing-the-old-export": ("_remove_export_dir", "before", ["lock", "old-"]),
+    "building": ("pipeline.export.stage:_write_shards", "after", ["export-", "lock"]),
+    "between-the-renames": ("pipeline.transaction:_rename", "after", ["export-", "lock", "old-"]),
+    "removing-the-old-export": ("pipeline.transaction:_remove_ours", "before", ["lock", "old-"]),
 }
 
 
 def _kill_export(point: str, out: Path, target: Path) -> list[str]:
-    name, when, _ = KILL_POINTS[point]
+    where, when, _ = KILL_POINTS[point]
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_EXPORT, name, when, str(out), str(target)],
+        [sys.executable, "-c", KILLED_EXPORT, where, when, str(out), str(target)],
         capture_output=True,
         text=True,
         check=False,
