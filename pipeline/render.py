@@ -23,7 +23,7 @@ import jinja2.meta
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 
-from . import helpers
+from . import fastpath, helpers
 from .catalog import Source, Template
 from .errors import CatalogError
 from .load import Example
@@ -319,16 +319,21 @@ class CompiledTemplate:
         )
 
 
-def compile_text(env: jinja2.Environment, source: str) -> Renderable:
+def compile_text(env: jinja2.Environment, source: str, *, fast: bool = True) -> Renderable:
     """One Jinja text as a function of a context dict.
 
-    Literal text (no Jinja syntax: most answer choices) skips Jinja entirely. Otherwise the
-    globals are merged into the context in one dict and handed to Jinja as a shared context,
-    which skips ``Template.render``'s per-call copy of the globals through a ChainMap: that copy
-    was most of the render time in profiles.
+    Literal text (no Jinja syntax: most answer choices) skips Jinja entirely. A text that is
+    pure substitution (names, ``a.b``, ``a[k]``, context-free filters: ``fastpath.plan``) is
+    rendered as plain string building with the sandbox's own lookups, filters and budget, so
+    its output and errors are Jinja's (``fast=False``: always Jinja, the reference the tests
+    compare against). Otherwise the globals are merged into the context in one dict and handed
+    to Jinja as a shared context, which skips ``Template.render``'s per-call copy of the
+    globals through a ChainMap: that copy was most of the render time in profiles.
     """
     if not any(token in source for token in ("{{", "{%", "{#")):
         return lambda context: source
+    # Compiled by Jinja in every case: its syntax errors are the ones reported, and it renders
+    # whatever the fast path hands back (a context that is not a plain dict).
     template = env.from_string(source)
     global_vars = dict(template.globals)
     root = template.root_render_func
@@ -342,7 +347,10 @@ def compile_text(env: jinja2.Environment, source: str) -> Renderable:
         # and everything the render builds on the way counts against one budget.
         return render_output(root(ctx))
 
-    return render
+    program = fastpath.plan(env, source, global_vars) if fast else None
+    if program is None:
+        return render
+    return fastpath.compile_program(env, program, render)
 
 
 def template_context(source: Source, example: Example) -> dict[str, Any]:
