@@ -296,7 +296,7 @@ def _add(
     if variant == "inverted":
         return "inverted"
     spec = specs.get((row["source"], row["template_id"]))
-    if spec is not None and (spec.inverted or not spec.metadata.original_task):
+    if spec is not None and not spec.poses_task:
         return "not the original task"
     messages = row["messages"]
     system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None

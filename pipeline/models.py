@@ -916,6 +916,12 @@ class TemplateSpec(Strict):
     )
     metadata: TemplateMetadata = Field(default_factory=TemplateMetadata)
 
+    @property
+    def poses_task(self) -> bool:
+        """Whether the template asks the source's own task (not inverted, ``original_task``):
+        the templates a held-out evaluation is made of."""
+        return not self.inverted and self.metadata.original_task
+
     @field_validator("option_styles")
     @classmethod
     def _styles_once(cls, styles: list[OptionStyle] | None) -> list[OptionStyle] | None:

@@ -189,15 +189,9 @@ class CompiledTemplate:
                 parts[part] = self._compile(env, text) if text is not None else None
             self._parts = parts
             part = "answer_choices"
-            if isinstance(spec.answer_choices, str):
-                self._choices = self._compile(env, spec.answer_choices)
-            elif spec.answer_choices is not None:
-                self._choices = [self._compile(env, c) for c in spec.answer_choices]
+            self._choices = self._compile_list(env, spec.answer_choices)
             part = "gold_answers"
-            if isinstance(spec.gold_answers, str):
-                self._gold = self._compile(env, spec.gold_answers)
-            elif spec.gold_answers is not None:
-                self._gold = [self._compile(env, g) for g in spec.gold_answers]
+            self._gold = self._compile_list(env, spec.gold_answers)
             part = "the template"
             prompt_texts = [
                 t for k, t in texts.items() if t and k in ("instruction", "input", "jinja")
@@ -207,14 +201,7 @@ class CompiledTemplate:
                 for t in prompt_texts
             )
             all_texts = [t for t in texts.values() if t]
-            if isinstance(spec.answer_choices, str):
-                all_texts.append(spec.answer_choices)
-            elif spec.answer_choices is not None:
-                all_texts += spec.answer_choices
-            if isinstance(spec.gold_answers, str):
-                all_texts.append(spec.gold_answers)
-            elif spec.gold_answers is not None:
-                all_texts += spec.gold_answers
+            all_texts += _list_texts(spec.answer_choices) + _list_texts(spec.gold_answers)
             used = set().union(
                 *(jinja2.meta.find_undeclared_variables(env.parse(t)) for t in all_texts)
             )
@@ -231,6 +218,18 @@ class CompiledTemplate:
     def _compile(env: jinja2.Environment, source: str) -> Renderable:
         return compile_text(env, source)
 
+    @classmethod
+    def _compile_list(
+        cls, env: jinja2.Environment, value: str | list[str] | None
+    ) -> list[Renderable] | Renderable | None:
+        """A list field (answer_choices, gold_answers): one text split on '|||' after it
+        renders, or a list of texts."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return cls._compile(env, value)
+        return [cls._compile(env, v) for v in value]
+
     @property
     def id(self) -> str:
         return self.template.spec.id
@@ -240,32 +239,27 @@ class CompiledTemplate:
         return self.template.spec.answer_choices is not None
 
     def render_choices(self, context: dict[str, Any]) -> list[str] | None:
-        if self.error is not None:
-            raise self.error
-        try:
-            if self._choices is None:
-                return None
-            if isinstance(self._choices, list):
-                return [c(context).strip() for c in self._choices]
-            return [c.strip() for c in self._choices(context).split(CHOICE_SEPARATOR)]
-        except Exception as exc:
-            raise self._fail("answer_choices", exc) from None
+        return self._render_list("answer_choices", self._choices, context)
 
     def render_gold(self, context: dict[str, Any]) -> list[str] | None:
         """The template's gold answers for this example: each stripped, empty ones and repeats
         left out (a question with answers "Paris" and "Paris" has one); None without any."""
+        texts = self._render_list("gold_answers", self._gold, context)
+        return None if texts is None else list(dict.fromkeys(t for t in texts if t))
+
+    def _render_list(
+        self, part: str, compiled: list[Renderable] | Renderable | None, context: dict[str, Any]
+    ) -> list[str] | None:
         if self.error is not None:
             raise self.error
         try:
-            if self._gold is None:
+            if compiled is None:
                 return None
-            if isinstance(self._gold, list):
-                texts = [g(context).strip() for g in self._gold]
-            else:
-                texts = [g.strip() for g in self._gold(context).split(CHOICE_SEPARATOR)]
+            if isinstance(compiled, list):
+                return [c(context).strip() for c in compiled]
+            return [c.strip() for c in compiled(context).split(CHOICE_SEPARATOR)]
         except Exception as exc:
-            raise self._fail("gold_answers", exc) from None
-        return list(dict.fromkeys(t for t in texts if t))
+            raise self._fail(part, exc) from None
 
     def render_parts(self, context: dict[str, Any]) -> Parts:
         """Render the texts against a context that already holds ``answer_choices``/``options``."""
@@ -317,6 +311,13 @@ class CompiledTemplate:
             f"{t.path}: template {t.spec.id!r}: {part}: {type(exc).__name__}: {exc}",
             t.spec.id,
         )
+
+
+def _list_texts(value: str | list[str] | None) -> list[str]:
+    """The Jinja texts of a list field: one '|||' text, or each item."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 def compile_text(env: jinja2.Environment, source: str, *, fast: bool = True) -> Renderable:
@@ -403,11 +404,7 @@ class Renderer:
         per = recipe.templates_per_example
         self.k = len(self.templates) if per == "all" else min(per, len(self.templates))
         # What an eval example is rendered with (FLAN evaluates a held-out task as posed).
-        self._task_templates = [
-            c
-            for c in self.templates
-            if not c.template.spec.inverted and c.template.spec.metadata.original_task
-        ]
+        self._task_templates = [c for c in self.templates if c.template.spec.poses_task]
         # Sorted by id, so exemplar draws depend on which examples are in the pool, not on the
         # order they arrived in. The pool holds train examples only (or an eval source's own
         # exemplar pool), whatever the query's split: no held-out answer reaches a prompt.

@@ -84,7 +84,7 @@ def templates_for_role(recipe: Recipe, templates: Sequence[Template], role: str)
     """How many templates an example of a source in ``role`` is rendered with: an eval
     source's examples draw only from the templates that pose its task (``eval_templates``)."""
     if role == "eval" and recipe.eval_templates == "original_task":
-        posing = [t for t in templates if not t.spec.inverted and t.spec.metadata.original_task]
+        posing = [t for t in templates if t.spec.poses_task]
         templates = posing or templates
     return templates_per_example(recipe, len(templates))
 
