@@ -47,6 +47,7 @@ from .sandbox import (
     render_output,
 )
 from .seeding import stable_id, stable_key, stable_keys, stable_rng
+from .validate import has_template_syntax
 
 CHOICE_SEPARATOR = "|||"
 # Chain-of-thought records end with this line (in the example's language: ``locales.yaml``);
@@ -410,6 +411,9 @@ class Renderer:
         # exemplar pool), whatever the query's split: no held-out answer reaches a prompt.
         # Exemplars are of the query's language: one pool per language, each sorted by id.
         self._pools: dict[str, list[Example]] = {}
+        # Whether an exemplar's own data may put Jinja delimiters into a few-shot prompt
+        # (validation then takes them for data, not for a template left unrendered).
+        self.pool_has_template_syntax = any(has_template_syntax(e.fields.values()) for e in pool)
         for ex in sorted(pool, key=lambda e: e.example_id):
             self._pools.setdefault(self.language_of(ex), []).append(ex)
         text = rationale_text(source.spec)

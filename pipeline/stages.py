@@ -570,12 +570,13 @@ def _validate_records(
     seconds = recipe.limits.max_render_seconds
     keep: list[bool] = []
     rejects: list[Reject] = []
-    pool_syntax = recipe.variants.uses_exemplars and _source_has_syntax(
-        task.out, task.fingerprint, task.source
+    # A few-shot prompt also holds its exemplars' data, which may hold Jinja delimiters
+    # (SciTLDR's LaTeX "}}"): then they are no leftovers either.
+    pool_syntax = (
+        recipe.variants.uses_exemplars
+        and _renderer(task.out, task.fingerprint, task.source).pool_has_template_syntax
     )
     for row in rows:
-        # A few-shot prompt also holds its exemplars' data, which may hold Jinja delimiters
-        # (SciTLDR's LaTeX "}}"): then they are no leftovers either.
         data_syntax = row["example_id"] in with_syntax or (
             pool_syntax and row["variant"].startswith("few_shot")
         )
@@ -605,16 +606,6 @@ def _finish_part(
     # Rejects first: the part's parquet file appearing is what marks the part done.
     write_rejects(folder.rejects(stage, task.source, task.part), rejects)
     write_part(folder.part(OUTPUT_DIR[stage], task.source, task.part), table, task.run)
-
-
-@functools.lru_cache(maxsize=64)
-def _source_has_syntax(out: str, fingerprint: str, source: str) -> bool:
-    """Whether any loaded example of ``source`` holds Jinja delimiters in its data (the
-    examples are written once per run, before any validation reads them; the run's
-    fingerprint is part of the key so that another run in the same folder reads afresh)."""
-    del fingerprint
-    folder = RunFolder(Path(out))
-    return any(_examples_with_template_syntax(p) for p in folder.parts("examples", source))
 
 
 def _examples_with_template_syntax(path: Path) -> set[str]:
