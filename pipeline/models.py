@@ -9,7 +9,7 @@ lives in one place.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -44,15 +44,6 @@ CLUSTERS = (
 
 # FLAN 2022's four forms (zero/few-shot, options shown or not), plus chain-of-thought and
 # inverted ("turn the task around") records.
-VARIANTS = (
-    "zero_shot_opt",
-    "zero_shot_noopt",
-    "few_shot_opt",
-    "few_shot_noopt",
-    "cot",
-    "few_shot_cot",
-    "inverted",
-)
 Variant = Literal[
     "zero_shot_opt",
     "zero_shot_noopt",
@@ -62,6 +53,7 @@ Variant = Literal[
     "few_shot_cot",
     "inverted",
 ]
+VARIANTS: tuple[Variant, ...] = get_args(Variant)
 
 # Names that templates see besides the features. A feature may share one (AQuA-RAT's
 # `options`): every feature is also under `example.<name>`, and by its bare name where it does
