@@ -858,6 +858,34 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+@app.command()
+def studio(
+    sources: SourcesOpt = None,
+    templates: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--templates",
+            help="Folder of your template files (repeatable); Save writes into the first. "
+            "Without one, the studio previews and lints but does not save.",
+        ),
+    ] = None,
+    port: Annotated[
+        int, typer.Option("--port", help="Port to listen on (0: any free port).")
+    ] = 8765,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (default: this machine only).")
+    ] = "127.0.0.1",
+) -> None:
+    """Write, preview and lint templates in the browser, live, on real sample rows.
+
+    Serves a local page (its address is printed) until Ctrl-C. Every record is rendered as
+    `run` renders it, in the same sandbox; the server reads and writes only inside the
+    folders it is given and refuses requests from other web pages."""
+    from .studio import serve  # starlette and uvicorn: this command's needs only
+
+    _guard(lambda: serve(sources or [], templates or [], port, host))
+
+
 @app.callback()
 def _main(
     version: Annotated[
