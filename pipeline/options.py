@@ -14,6 +14,7 @@ puts every choice on one line, unreadable past ``MAX_INLINE_CHOICES``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -114,16 +115,23 @@ def names_choice(folded: str, choice: str) -> bool:
     """Whether ``folded`` (a casefolded prompt) names ``choice`` as words of its own: "no" is
     not named by "nobody", nor "yes" by "eyesore". The renderer's ``_opt`` label and lint's
     choices check agree on this one test."""
-    c = choice.strip().casefold()
+    c, left, right = _folded_choice(choice)
     if not c:
         return True
     # str.find with the word-boundary test by hand: a regex per choice costs far more.
-    left, right, n = _is_word(c[0]), _is_word(c[-1]), len(c)
+    n, size = len(c), len(folded)
     j = folded.find(c)
     while j >= 0:
         if (not left or j == 0 or not _is_word(folded[j - 1])) and (
-            not right or j + n == len(folded) or not _is_word(folded[j + n])
+            not right or j + n == size or not _is_word(folded[j + n])
         ):
             return True
         j = folded.find(c, j + 1)
     return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _folded_choice(choice: str) -> tuple[str, bool, bool]:
+    """A choice as ``names_choice`` looks for it, and whether each end must be a word edge."""
+    c = choice.strip().casefold()
+    return (c, _is_word(c[0]), _is_word(c[-1])) if c else ("", False, False)

@@ -13,6 +13,7 @@ template helpers ``choice``/``shuffle``. The same ids give the same record on an
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from . import fastpath, helpers
 from .catalog import Source, Template
 from .errors import CatalogError
 from .load import Example
-from .locales import locale_for
+from .locales import Locale, locale_for
 from .models import (
     VARIANTS,
     ClassLabel,
@@ -36,17 +37,18 @@ from .models import (
     RecordRule,
     SequenceOfClassLabel,
     SourceSpec,
+    TemplateSpec,
 )
 from .options import format_options, names_choice, styles_for
 from .sandbox import (
+    Deadline,
     ObjectRendered,
     RenderLimit,
     Sandbox,
-    deadline,
     install_limits,
     render_output,
 )
-from .seeding import stable_id, stable_key, stable_keys, stable_rng
+from .seeding import Prefix
 from .validate import has_template_syntax
 
 CHOICE_SEPARATOR = "|||"
@@ -126,7 +128,7 @@ def rationale_text(spec: SourceSpec) -> str | None:
     return rationale if "{" in rationale else "{{ " + rationale + " }}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built for every record, and frozen init is 3x slower
 class Parts:
     """A template's texts for one example, before variants are applied."""
 
@@ -137,7 +139,7 @@ class Parts:
     choices: list[str] | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Rendered:
     """One finished record's content: turns of (user, assistant), the last one the target."""
 
@@ -149,7 +151,7 @@ class Rendered:
     gold_answers: list[str] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Draw:
     """Every per-record decision, drawn from the seed and stable ids."""
 
@@ -172,6 +174,9 @@ class CompiledTemplate:
         self.error: RenderError | None = None
         self.uses_options = False
         self.uses_rng = False
+        # Whether every text is literal or pure substitution (``fastpath``): such a render
+        # has no loop to run away in, so it needs no timer (two system calls per record).
+        self.bounded = False
         self._parts: dict[str, Renderable | None] = {}
         self._choices: list[Renderable] | Renderable | None = None
         self._gold: list[Renderable] | Renderable | None = None
@@ -208,6 +213,7 @@ class CompiledTemplate:
             )
             # The per-record generator is built only for templates that draw from it.
             self.uses_rng = helpers.draws_randomness(used, all_texts)
+            self.bounded = all(is_bounded(env, t) for t in all_texts)
         except Exception as exc:  # every compile error, whatever its class, is this template's
             self.error = RenderError(
                 "template_syntax",
@@ -321,6 +327,14 @@ def _list_texts(value: str | list[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+def is_bounded(env: jinja2.Environment, source: str) -> bool:
+    """Whether ``compile_text`` renders ``source`` without Jinja (a literal, or substitution
+    only): its time is then bounded by its output's, which the budget bounds."""
+    if not any(token in source for token in ("{{", "{%", "{#")):
+        return True
+    return fastpath.plan(env, source, dict(env.globals)) is not None
+
+
 def compile_text(env: jinja2.Environment, source: str, *, fast: bool = True) -> Renderable:
     """One Jinja text as a function of a context dict.
 
@@ -375,6 +389,15 @@ def template_context(source: Source, example: Example) -> dict[str, Any]:
     return {**example.fields, "names": names, "example": example.fields}
 
 
+def _prompt_language(spec: TemplateSpec, language: str) -> str:
+    if language in spec.translations or language.split("-")[0] in spec.translations:
+        return language
+    languages = spec.metadata.languages
+    if not languages or language in languages or language.split("-")[0] in languages:
+        return language
+    return languages[0]
+
+
 def _is_index(value: Any, names: list[str]) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names)
 
@@ -397,6 +420,18 @@ class Renderer:
         self.source = source
         self.recipe = recipe
         self.seed = recipe.seed
+        # Every draw hashes (seed, purpose, source, ...ids): the fixed head is hashed once.
+        self._keys = {
+            purpose: Prefix(self.seed, purpose, source.name)
+            for purpose in (
+                "templates", "draw", "template-rng", "gold", "rationale-rng", "fewshot",
+                "fewshot-pattern",
+            )
+        }  # fmt: skip
+        self._deadline = Deadline(recipe.limits.max_render_seconds)
+        # (template, row language) -> the prompt's language and its locale: fixed per pair.
+        self._languages: dict[tuple[int, str], str] = {}
+        self._locales: dict[tuple[int, str], Locale] = {}
         self.templates = sorted(
             (CompiledTemplate(self.env, t) for t in templates), key=lambda c: c.id
         )
@@ -411,6 +446,7 @@ class Renderer:
         # exemplar pool), whatever the query's split: no held-out answer reaches a prompt.
         # Exemplars are of the query's language: one pool per language, each sorted by id.
         self._pools: dict[str, list[Example]] = {}
+        self._contexts: dict[str, dict[str, Any]] = {}
         # Whether an exemplar's own data may put Jinja delimiters into a few-shot prompt
         # (validation then takes them for data, not for a template left unrendered).
         self.pool_has_template_syntax = any(has_template_syntax(e.fields.values()) for e in pool)
@@ -423,8 +459,10 @@ class Renderer:
         # would have made (like a broken template), not raised here, where it would stop a run.
         self.rationale_error: str | None = None
         self.rationale_rng = False
+        self._rationale_bounded = True
         if text is not None:
             try:
+                self._rationale_bounded = is_bounded(self.env, text)
                 self.rationale = compile_text(self.env, text)
                 used = jinja2.meta.find_undeclared_variables(self.env.parse(text))
                 self.rationale_rng = helpers.draws_randomness(used, [text])
@@ -438,6 +476,7 @@ class Renderer:
         for i, rule in enumerate(source.spec.rationale_rules):
             try:
                 self.rationale_rules.append((rule, compile_text(self.env, rule.check)))
+                self._rationale_bounded &= is_bounded(self.env, rule.check)
             except Exception as exc:
                 self.rationale_error = (
                     f"{source.path}: rationale_rules[{i}] ({rule.name}) of source "
@@ -455,13 +494,13 @@ class Renderer:
         k = min(self.k, len(templates))
         if k == len(templates):
             return list(templates)
-        rng = stable_rng(self.seed, "templates", self.source.name, example.example_id)
+        rng = self._keys["templates"].rng(example.example_id)
         return sorted(rng.sample(templates, k), key=lambda c: c.id)
 
     def draw(self, example: Example, compiled: CompiledTemplate) -> Draw:
         # Five decisions from one hash: variant, options shown, style, opening, CoT trigger.
-        k_variant, k_options, k_style, k_opening, k_trigger = stable_keys(
-            5, self.seed, "draw", self.source.name, example.example_id, compiled.id
+        k_variant, k_options, k_style, k_opening, k_trigger = self._keys["draw"].keys(
+            5, example.example_id, compiled.id
         )
         v = self.recipe.variants
         spec = compiled.template.spec
@@ -476,16 +515,23 @@ class Renderer:
             cot_shots = v.few_shot_cot > 0 and spec.cot and self.has_rationale
             if cot_shots and self._has_exemplars(example):
                 shares.append(("few_shot_cot", v.few_shot_cot))
-            base = _weighted(shares, k_variant / 2**64)
+            base = shares[0][0] if len(shares) == 1 else _weighted(shares, k_variant / 2**64)
         # A template that writes its choices into its prompt shows them on every record.
         shown = compiled.has_choices and (
             spec.metadata.choices_in_prompt or k_options / 2**64 < v.options_shown
         )
         # The renderer's own sentences, in the prompt's language.
-        words = locale_for(self.prompt_language(compiled, example))
+        words = self._locale(compiled, example)
         opening = words.option_openings[k_opening % len(words.option_openings)]
         trigger = words.cot_triggers[k_trigger % len(words.cot_triggers)]
         return Draw(base, shown, k_style, opening, trigger)
+
+    def _locale(self, compiled: CompiledTemplate, example: Example) -> Locale:
+        key = (id(compiled), example.language or self.source.spec.default_language)
+        found = self._locales.get(key)
+        if found is None:
+            found = self._locales[key] = locale_for(self.prompt_language(compiled, example))
+        return found
 
     def prompt_language(self, compiled: CompiledTemplate, example: Example) -> str:
         """The language the record's prompt is written in, which the renderer's own sentences
@@ -494,13 +540,11 @@ class Renderer:
         first language (an English template over Finnish rows says "Options:", not
         "Vaihtoehdot:")."""
         language = self.language_of(example)
-        spec = compiled.template.spec
-        if language in spec.translations or language.split("-")[0] in spec.translations:
-            return language
-        languages = spec.metadata.languages
-        if not languages or language in languages or language.split("-")[0] in languages:
-            return language
-        return languages[0]
+        key = (id(compiled), language)
+        found = self._languages.get(key)
+        if found is None:
+            found = self._languages[key] = _prompt_language(compiled.template.spec, language)
+        return found
 
     def language_of(self, example: Example) -> str:
         """The example's language: its own (a multilingual source sets one per row or file),
@@ -525,9 +569,12 @@ class Renderer:
 
     def render(self, example: Example) -> list[Rendered | RenderError]:
         out: list[Rendered | RenderError] = []
+        # What the templates see of the example is the same for each of them: built once.
+        context = template_context(self.source, example)
         for compiled in self.choose(example):
             try:
-                out.append(self.render_with(example, compiled, self.draw(example, compiled)))
+                draw = self.draw(example, compiled)
+                out.append(self.render_with(example, compiled, draw, context))
             except RenderError as exc:
                 out.append(exc)
         return out
@@ -549,13 +596,27 @@ class Renderer:
             self._translated[key] = CompiledTemplate(self.env, template)
         return self._translated[key]
 
-    def render_with(self, example: Example, compiled: CompiledTemplate, draw: Draw) -> Rendered:
-        """One record, within the recipe's time limit; any failure is a RenderError."""
-        compiled = self.localized(compiled, self.language_of(example))
+    def render_with(
+        self,
+        example: Example,
+        compiled: CompiledTemplate,
+        draw: Draw,
+        context: dict[str, Any] | None = None,
+    ) -> Rendered:
+        """One record, within the recipe's time limit; any failure is a RenderError.
+        ``context``: the example's ``template_context``, where the caller has it already."""
+        if compiled.template.spec.translations:
+            compiled = self.localized(compiled, self.language_of(example))
         path = compiled.template.path
+        timed = not compiled.bounded or (
+            draw.base in ("cot", "few_shot_cot") and not self._rationale_bounded
+        )
         try:
-            with deadline(self.recipe.limits.max_render_seconds):
-                rendered = self._render_with(example, compiled, draw)
+            if timed:
+                with self._deadline:
+                    rendered = self._render_with(example, compiled, draw, context)
+            else:
+                rendered = self._render_with(example, compiled, draw, context)
         except RenderLimit as exc:
             raise RenderError(
                 exc.rule, f"{path}: template {compiled.id!r}: {exc}", compiled.id
@@ -575,8 +636,16 @@ class Renderer:
             )
         return rendered
 
-    def _render_with(self, example: Example, compiled: CompiledTemplate, draw: Draw) -> Rendered:
-        user, output, choices, system, shown, gold = self._single(example, compiled, draw)
+    def _render_with(
+        self,
+        example: Example,
+        compiled: CompiledTemplate,
+        draw: Draw,
+        context: dict[str, Any] | None,
+    ) -> Rendered:
+        user, output, choices, system, shown, gold = self._single(
+            example, compiled, draw, context
+        )
         base = draw.base
         turns = [(user, output)]
         if base in ("cot", "few_shot_cot"):
@@ -603,16 +672,19 @@ class Renderer:
         return Rendered(compiled.id, variant, system or self.recipe.system, turns, choices, gold)
 
     def _single(
-        self, example: Example, compiled: CompiledTemplate, draw: Draw
+        self,
+        example: Example,
+        compiled: CompiledTemplate,
+        draw: Draw,
+        base: dict[str, Any] | None = None,
     ) -> tuple[str, str, list[str] | None, str | None, bool, list[str] | None]:
         """One example through one template in zero-shot form: (user, output, choices, system,
-        whether the prompt shows the choices, gold answers)."""
+        whether the prompt shows the choices, gold answers). ``base``: the example's
+        ``template_context``, copied here (each template adds its own names to it)."""
         spec = compiled.template.spec
-        context = template_context(self.source, example)
+        context = dict(base) if base is not None else template_context(self.source, example)
         if compiled.uses_rng:
-            rng = stable_rng(
-                self.seed, "template-rng", self.source.name, example.example_id, compiled.id
-            )
+            rng = self._keys["template-rng"].rng(example.example_id, compiled.id)
             context.update(helpers.seeded_helpers(rng))
         choices = compiled.render_choices(context)
         gold = compiled.render_gold(context)
@@ -621,9 +693,7 @@ class Renderer:
                 raise RenderError(
                     "no_gold_answer", "the example has no non-empty gold answer", compiled.id
                 )
-            pick = stable_key(
-                self.seed, "gold", self.source.name, example.example_id, compiled.id
-            ) % len(gold)
+            pick = self._keys["gold"].key(example.example_id, compiled.id) % len(gold)
             context["gold_answers"] = gold
             context["gold_answer"] = gold[pick]
         block = None
@@ -671,7 +741,7 @@ class Renderer:
         assert self.rationale is not None
         context = template_context(self.source, example)
         if self.rationale_rng:
-            rng = stable_rng(self.seed, "rationale-rng", self.source.name, example.example_id)
+            rng = self._keys["rationale-rng"].rng(example.example_id)
             context.update(helpers.seeded_helpers(rng))
         try:
             text = self.rationale(context).strip()
@@ -696,6 +766,13 @@ class Renderer:
                 message = rule.message or f"the rationale fails {rule.check!r}"
                 raise RenderError(rule.name, f"{message}: {printable(text)[:80]!r}", compiled.id)
         return text
+
+    def _pool_context(self, other: Example) -> dict[str, Any]:
+        # An exemplar is a candidate for many queries: what templates see of it is built once.
+        found = self._contexts.get(other.example_id)
+        if found is None:
+            found = self._contexts[other.example_id] = template_context(self.source, other)
+        return found
 
     def _may_exemplify(self, other: Example, example: Example) -> bool:
         """An exemplar is never the query, nor of the query's split group (a sibling would
@@ -726,7 +803,7 @@ class Renderer:
         each other, within the character budget."""
         pool = self._pools.get(self.language_of(example), [])
         cfg = self.recipe.few_shot
-        rng = stable_rng(self.seed, "fewshot", self.source.name, example.example_id, compiled.id)
+        rng = self._keys["fewshot"].rng(example.example_id, compiled.id)
         candidates = rng.sample(range(len(pool)), min(len(pool), cfg.k * 4 + 1))
         seen = {(user, output)}
         budget = cfg.max_chars - len(user) - len(output)
@@ -736,7 +813,7 @@ class Renderer:
             if not self._may_exemplify(other, example):
                 continue
             try:
-                shot = self._single(other, compiled, draw)[:2]
+                shot = self._single(other, compiled, draw, self._pool_context(other))[:2]
                 if cot:
                     shot = self._cot_turn(other, compiled, draw, *shot)
             except RenderError:
@@ -766,9 +843,8 @@ class Renderer:
         # more option). Its own key, so the record's other draws stay as they were.
         patterns = locale_for(self.prompt_language(compiled, example)).few_shot_patterns
         pattern = patterns[
-            stable_key(self.seed, "fewshot-pattern", self.source.name, example.example_id,
-                       compiled.id) % len(patterns)
-        ]  # fmt: skip
+            self._keys["fewshot-pattern"].key(example.example_id, compiled.id) % len(patterns)
+        ]
         blocks = [f"{pattern.input}{u}\n{pattern.answer}{o}" for u, o in shots]
         query = f"{pattern.input}{user}\n{pattern.answer.rstrip()}"
         return [(pattern.separator.join([*blocks, query]), output)]
@@ -777,9 +853,18 @@ class Renderer:
 def _bad_text(rendered: Rendered) -> str | None:
     """Where the record's text holds a lone surrogate (from a template literal such as
     ``"\\ud800"``, ``'%c' % 55296`` or the data), or None."""
-    texts = [rendered.system or "", *(t for turn in rendered.turns for t in turn)]
+    turns = rendered.turns
+    if (
+        len(turns) == 1
+        and turns[0][0].isascii()  # O(1) each: the common case costs nothing more
+        and turns[0][1].isascii()
+        and (rendered.system or "").isascii()
+        and (rendered.answer_choices is None or "".join(rendered.answer_choices).isascii())
+    ):
+        return None
+    texts = [rendered.system or "", *(t for turn in turns for t in turn)]
     texts += rendered.answer_choices or ()
-    if all(t.isascii() for t in texts):  # O(1) each: the common case costs nothing more
+    if all(t.isascii() for t in texts):
         return None
     for i, text in enumerate(texts):
         m = _SURROGATE.search(text)
@@ -821,7 +906,13 @@ def shows_all(prompt: str, choices: Sequence[str]) -> bool:
 
 
 def record_id(source: str, split: str, example_id: str, template_id: str, variant: str) -> str:
-    return stable_id("record", source, split, example_id, template_id, variant)
+    return record_ids(source).id(split, example_id, template_id, variant)
+
+
+@functools.lru_cache(maxsize=256)
+def record_ids(source: str) -> Prefix:
+    """The hash behind ``record_id`` with the source fixed (one per source, kept)."""
+    return Prefix("record", source)
 
 
 def to_record(source: Source, example: Example, rendered: Rendered) -> dict[str, Any]:

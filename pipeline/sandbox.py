@@ -1209,6 +1209,38 @@ def _expire(signum: int, frame: FrameType | None) -> None:
         raise _Timeout
 
 
+class Deadline:
+    """``deadline(seconds)`` as a reusable object: ``with limit:`` around each record of the hot
+    path, without building a generator-based context manager per record."""
+
+    __slots__ = ("armed", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.armed = False  # by this object: a limit it did not set is not its to lift
+
+    def __enter__(self) -> None:
+        if self.seconds <= 0 or threading.current_thread() is not threading.main_thread():
+            return
+        self.armed = True
+        if not getattr(_armed, "installed", False):
+            signal.signal(signal.SIGALRM, _expire)
+            _armed.installed = True
+        _armed.on = True
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self.armed:
+            return
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        _armed.on = False
+        if exc_type is _Timeout:
+            raise RenderLimit(
+                "render_timeout", f"render took longer than {self.seconds} s"
+            ) from None
+
+
 @contextmanager
 def deadline(seconds: float) -> Iterator[None]:
     """Stop the block after ``seconds`` of wall time (main thread of a process only: signals

@@ -7,8 +7,11 @@ can be redone anywhere and give the same answer.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
+import struct
+from typing import Any
 
 
 def _digest(*parts: object) -> bytes:
@@ -42,3 +45,47 @@ def stable_unit(*parts: object) -> float:
 def stable_rng(*parts: object) -> random.Random:
     """A private generator for one decision; never the process-wide ``random``."""
     return random.Random(stable_key(*parts))
+
+
+class Prefix:
+    """The hashes above for parts that share their first ones, without joining those again.
+
+    ``Prefix(seed, "draw", source).keys(5, example_id, template_id)`` equals
+    ``stable_keys(5, seed, "draw", source, example_id, template_id)``: the hot path draws for
+    every record with a few fixed parts, and joining and encoding them each time was a third of
+    the cost of a draw.
+    """
+
+    __slots__ = ("_head", "_started")
+
+    def __init__(self, *parts: object) -> None:
+        self._head = ("\x1f".join(str(p) for p in parts) + "\x1f").encode("utf-8")
+        # The hash with the head already fed in, per digest size: copying it is half the cost
+        # of starting afresh.
+        self._started: dict[int, Any] = {}
+
+    def _digest(self, rest: tuple[object, ...], size: int) -> bytes:
+        started = self._started.get(size)
+        if started is None:
+            started = self._started[size] = hashlib.blake2b(self._head, digest_size=size)
+        h = started.copy()
+        h.update("\x1f".join(map(str, rest)).encode("utf-8"))
+        return h.digest()  # type: ignore[no-any-return]
+
+    def id(self, *rest: object) -> str:
+        return self._digest(rest, 16).hex()
+
+    def key(self, *rest: object) -> int:
+        return int.from_bytes(self._digest(rest, 16)[:8], "big")
+
+    def keys(self, n: int, *rest: object) -> tuple[int, ...]:
+        return _words(n).unpack(self._digest(rest, 8 * n))
+
+    def rng(self, *rest: object) -> random.Random:
+        return random.Random(self.key(*rest))
+
+
+@functools.cache
+def _words(n: int) -> struct.Struct:
+    # n big-endian 64-bit words: the same numbers as int.from_bytes on each 8-byte slice.
+    return struct.Struct(f">{n}Q")

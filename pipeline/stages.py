@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__
@@ -30,6 +31,7 @@ from .catalog import (
     load_recipe,
     recipe_context,
 )
+from .columns import RecordColumns
 from .errors import RunFolderError
 from .executor import Executor, LocalExecutor
 from .load import BadRow, DataMode, Example, iter_rows, open_source
@@ -37,7 +39,7 @@ from .mix import example_key
 from .models import Manifest, Recipe, Reject, SourceCounts
 from .plan import plan_recipe
 from .progress import NullProgress, Progress
-from .render import Renderer, RenderError, to_record
+from .render import Renderer, RenderError
 from .rules import CompiledRule, broken_rule, compile_rules
 from .runfolder import (
     EXAMPLE_SCHEMA,
@@ -62,7 +64,7 @@ from .splits import (
     out_split,
     resolve_sources,
 )
-from .validate import TEMPLATE_SYNTAX, check_record
+from .validate import TEMPLATE_SYNTAX, check_table
 
 # Examples per part: the unit of parallel work. Fixed, so part files never depend on workers.
 EXAMPLES_PER_PART = 2000
@@ -492,9 +494,8 @@ def few_shot_pool(folder: RunFolder, source: str) -> list[Example]:
 def render_part(task: PartTask) -> PartResult:
     """Render one part of examples into records and write it (a top-level function, so worker
     processes and Ray can run it). Its output names come from the task alone."""
-    n, rows, rejects, _ = _render_records(task)
-    table = pa.Table.from_pylist(rows, schema=PART_SCHEMA)
-    _finish_part(RunFolder(Path(task.out)), "render", task, table, rejects)
+    n, records, rejects, _ = _render_records(task)
+    _finish_part(RunFolder(Path(task.out)), "render", task, records.table(), rejects)
     return PartResult(n)
 
 
@@ -503,7 +504,7 @@ def validate_part(task: PartTask) -> PartResult:
     folder = RunFolder(Path(task.out))
     table = pq.read_table(folder.part("rendered", task.source, task.part), schema=PART_SCHEMA)
     with_syntax = _examples_with_template_syntax(folder.part("examples", task.source, task.part))
-    valid, rejects = _validate_records(task, table, table.to_pylist(), with_syntax)
+    valid, rejects = _validate_records(task, table, with_syntax)
     _finish_part(folder, "validate", task, valid, rejects)
     return PartResult(table.num_rows)
 
@@ -512,10 +513,9 @@ def render_validate_part(task: PartTask) -> PartResult:
     """Both stages on one part without reading the rendered records back from disk; writes
     exactly the files ``render_part`` then ``validate_part`` would."""
     folder = RunFolder(Path(task.out))
-    n, rows, render_rejects, with_syntax = _render_records(task)
-    table = pa.Table.from_pylist(rows, schema=PART_SCHEMA)
-    # The rows are still in memory: validate them as they are, not read back from Arrow.
-    valid, validate_rejects = _validate_records(task, table, rows, with_syntax)
+    n, records, render_rejects, with_syntax = _render_records(task)
+    table = records.table()
+    valid, validate_rejects = _validate_records(task, table, with_syntax)
     _finish_part(folder, "render", task, table, render_rejects)
     _finish_part(folder, "validate", task, valid, validate_rejects)
     return PartResult(n)
@@ -523,14 +523,14 @@ def render_validate_part(task: PartTask) -> PartResult:
 
 def _render_records(
     task: PartTask,
-) -> tuple[int, list[dict[str, Any]], list[Reject], set[str]]:
+) -> tuple[int, RecordColumns, list[Reject], set[str]]:
     """Render a part; also returns the ids of its examples whose data holds template syntax
     (validation needs them, and the examples are read here anyway)."""
     _, catalog = _context(task.out, task.fingerprint)
     source = catalog.source(task.source)
     renderer = _renderer(task.out, task.fingerprint, task.source)
     folder = RunFolder(Path(task.out))
-    rows: list[dict[str, Any]] = []
+    records = RecordColumns(source)
     rejects: list[Reject] = []
     with_syntax: set[str] = set()
     n = 0
@@ -555,49 +555,59 @@ def _render_records(
                         )
                     )
                 else:
-                    row = to_record(source, example, result)
-                    row["out_split"] = example.out_split
-                    rows.append(row)
-    return n, rows, rejects, with_syntax
+                    records.add(example, result)
+    return n, records, rejects, with_syntax
 
 
 def _validate_records(
-    task: PartTask, table: pa.Table, rows: list[dict[str, Any]], with_syntax: set[str]
+    task: PartTask, table: pa.Table, with_syntax: set[str]
 ) -> tuple[pa.Table, list[Reject]]:
-    """Check ``rows`` (the records of ``table``, as dicts); return the table's good rows."""
+    """Check a part's records (``validate.check_table``, then the record rules); return the
+    good rows and a reject for each other one, in row order."""
     recipe, _ = _context(task.out, task.fingerprint)
     rules = _rules(task.out, task.fingerprint, task.source)
     seconds = recipe.limits.max_render_seconds
-    keep: list[bool] = []
-    rejects: list[Reject] = []
     # A few-shot prompt also holds its exemplars' data, which may hold Jinja delimiters
     # (SciTLDR's LaTeX "}}"): then they are no leftovers either.
     pool_syntax = (
         recipe.variants.uses_exemplars
         and _renderer(task.out, task.fingerprint, task.source).pool_has_template_syntax
     )
-    for row in rows:
-        data_syntax = row["example_id"] in with_syntax or (
-            pool_syntax and row["variant"].startswith("few_shot")
+    data_syntax = np.asarray(
+        pc.fill_null(
+            pc.is_in(table.column("example_id"), pa.array(sorted(with_syntax), pa.string())),
+            False,
         )
-        problem = check_record(row, recipe.limits, data_syntax)
-        if problem is None:
-            problem = broken_rule(rules, row, seconds)
-        keep.append(problem is None)
-        if problem is not None:
-            rejects.append(
-                Reject(
-                    stage="validate",
-                    source=task.source,
-                    split=row["split"],
-                    example_id=row["example_id"],
-                    template_id=row["template_id"],
-                    rule=problem[0],
-                    message=problem[1],
-                    locator=f"record {row['id']}",
-                )
-            )
-    return table.filter(pa.array(keep, type=pa.bool_())), rejects
+    )
+    if pool_syntax:
+        data_syntax |= np.asarray(pc.starts_with(table.column("variant"), "few_shot"))
+    problems = dict(check_table(table, recipe.limits, data_syntax))
+    if rules:
+        for i, row in enumerate(table.to_pylist()):
+            if i not in problems:
+                problem = broken_rule(rules, row, seconds)
+                if problem is not None:
+                    problems[i] = problem
+    if not problems:
+        return table, []
+    bad = sorted(problems)
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[bad] = False
+    picked = table.select(["id", "split", "example_id", "template_id"]).take(pa.array(bad))
+    rejects = [
+        Reject(
+            stage="validate",
+            source=task.source,
+            split=row["split"],
+            example_id=row["example_id"],
+            template_id=row["template_id"],
+            rule=problems[i][0],
+            message=problems[i][1],
+            locator=f"record {row['id']}",
+        )
+        for i, row in zip(bad, picked.to_pylist(), strict=True)
+    ]
+    return table.filter(pa.array(keep)), rejects
 
 
 def _finish_part(

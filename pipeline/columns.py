@@ -1,0 +1,103 @@
+"""A part's records built as Arrow columns, not as one dict per record.
+
+The renderer hands over each record's content (turns, choices, gold answers); what is the same
+for every record of a source (its name, task, cluster, licence) is written once per column, the
+messages go into one flat role/content array with offsets, and the table is assembled from
+those arrays at the end. The rows are those ``render.to_record`` makes, column for column: the
+tests compare both on every shipped template.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from .catalog import Source
+from .load import Example
+from .render import Rendered, record_ids
+from .runfolder import MESSAGE_TYPE, PART_SCHEMA
+
+
+class RecordColumns:
+    """Records of one source, appended one by one and turned into a ``PART_SCHEMA`` table."""
+
+    def __init__(self, source: Source) -> None:
+        spec = source.spec
+        self._spec = spec
+        self._ids = record_ids(spec.name)
+        self._roles: list[str] = []
+        self._contents: list[str] = []
+        self._offsets: list[int] = [0]
+        self.id: list[str] = []
+        self.template_id: list[str] = []
+        self.variant: list[str] = []
+        self.answer_choices: list[list[str] | None] = []
+        self.gold_answers: list[list[str] | None] = []
+        self.example_id: list[str] = []
+        self.split: list[str] = []
+        self.language: list[str] = []
+        self.license: list[str] = []
+        self.out_split: list[str | None] = []
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+    def add(self, example: Example, rendered: Rendered) -> None:
+        spec = self._spec
+        roles, contents = self._roles, self._contents
+        if rendered.system:
+            roles.append("system")
+            contents.append(rendered.system)
+        for user, assistant in rendered.turns:
+            roles += ("user", "assistant")
+            contents += (user, assistant)
+        self._offsets.append(len(roles))
+        self.id.append(
+            self._ids.id(example.split, example.example_id, rendered.template_id, rendered.variant)
+        )
+        self.template_id.append(rendered.template_id)
+        self.variant.append(rendered.variant)
+        self.answer_choices.append(rendered.answer_choices)
+        self.gold_answers.append(rendered.gold_answers)
+        self.example_id.append(example.example_id)
+        self.split.append(example.split)
+        self.language.append(example.language or spec.default_language)
+        self.license.append(example.license or spec.license)
+        self.out_split.append(example.out_split)
+
+    def table(self) -> pa.Table:
+        n = len(self.id)
+        spec = self._spec
+        messages = pa.ListArray.from_arrays(
+            pa.array(self._offsets, pa.int32()),
+            pa.StructArray.from_arrays(
+                [pa.array(self._roles, pa.string()), pa.array(self._contents, pa.string())],
+                fields=list(MESSAGE_TYPE),
+            ),
+        )
+        columns: dict[str, Any] = {
+            "id": pa.array(self.id, pa.string()),
+            "messages": messages,
+            "source": _constant(spec.name, n),
+            "task": _constant(spec.task, n),
+            "cluster": _constant(spec.cluster, n),
+            "template_id": pa.array(self.template_id, pa.string()),
+            "variant": pa.array(self.variant, pa.string()),
+            "answer_choices": pa.array(self.answer_choices, pa.list_(pa.string())),
+            "gold_answers": pa.array(self.gold_answers, pa.list_(pa.string())),
+            "example_id": pa.array(self.example_id, pa.string()),
+            "split": pa.array(self.split, pa.string()),
+            "language": pa.array(self.language, pa.string()),
+            "license": pa.array(self.license, pa.string()),
+            "out_split": pa.array(self.out_split, pa.string()),
+        }
+        return pa.Table.from_arrays(
+            [columns[name] for name in PART_SCHEMA.names], schema=PART_SCHEMA
+        )
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    # A plain (not dictionary) string column, as from_pylist makes it: the part's bytes are
+    # the same either way.
+    return pa.array([value] * n, pa.string())

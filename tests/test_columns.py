@@ -1,0 +1,207 @@
+"""The columnar hot path gives what the record-by-record one gave.
+
+``RecordColumns`` builds a part's table from columns (one flat message array, constant columns
+written once) and ``check_table`` runs validation as column expressions; both are held here to
+the plain versions kept as the reference: ``to_record`` rows through ``Table.from_pylist``, and
+``check_record`` on every row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.catalog import Catalog
+from pipeline.columns import RecordColumns
+from pipeline.models import Limits, Recipe, Variants
+from pipeline.preview import sample_examples
+from pipeline.render import Renderer, RenderError, to_record
+from pipeline.runfolder import PART_SCHEMA
+from pipeline.validate import check_record, check_table
+
+LIMITS = Limits()
+# Every form, options shown half the time, two templates per example: what run draws.
+RECIPE = Recipe(
+    name="columns",
+    sources=["x"],
+    seed=7,
+    templates_per_example=3,
+    variants=Variants(zero_shot=0.4, few_shot=0.3, cot=0.2, few_shot_cot=0.1, options_shown=0.5),
+)
+
+
+def rendered_table(catalog: Catalog, source: str, n: int = 40) -> tuple[pa.Table, pa.Table]:
+    """One source's sample through the renderer: (the columnar table, the from_pylist one)."""
+    src = catalog.source(source)
+    examples = sample_examples(catalog, source, n)
+    renderer = Renderer(src, catalog.templates_for(source), RECIPE, examples)
+    columns = RecordColumns(src)
+    rows: list[dict[str, Any]] = []
+    for example in examples:
+        for result in renderer.render(example):
+            if isinstance(result, RenderError):
+                continue
+            columns.add(example, result)
+            rows.append({**to_record(src, example, result), "out_split": example.out_split})
+    return columns.table(), pa.Table.from_pylist(rows, schema=PART_SCHEMA)
+
+
+def reference(table: pa.Table, syntax: np.ndarray) -> list[tuple[int, tuple[str, str]]]:
+    out = []
+    for i, row in enumerate(table.to_pylist()):
+        problem = check_record(row, LIMITS, bool(syntax[i]))
+        if problem is not None:
+            out.append((i, problem))
+    return out
+
+
+def test_columns_build_the_table_to_record_rows_make_for_every_source(
+    builtin_catalog: Catalog,
+) -> None:
+    variants: set[str] = set()
+    for source in builtin_catalog.sources:
+        columnar, plain = rendered_table(builtin_catalog, source)
+        assert plain.num_rows > 0, source
+        assert columnar.equals(plain), source
+        variants |= set(columnar.column("variant").to_pylist())
+    # The comparison saw every form the catalog can make.
+    assert {"zero_shot_opt", "zero_shot_noopt", "few_shot_opt", "cot", "inverted"} <= variants
+
+
+def test_real_records_pass_both_checks_alike(builtin_catalog: Catalog) -> None:
+    for source in builtin_catalog.sources:
+        table, _ = rendered_table(builtin_catalog, source)
+        syntax = np.zeros(table.num_rows, dtype=bool)
+        assert check_table(table, LIMITS, syntax) == reference(table, syntax), source
+
+
+def _row(**changes: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": "0123456789abcdef0123456789abcdef",
+        "messages": [
+            {"role": "user", "content": "Is the sky blue? Answer yes or no."},
+            {"role": "assistant", "content": "yes"},
+        ],
+        "source": "s",
+        "task": "t",
+        "cluster": "c",
+        "template_id": "tpl",
+        "variant": "zero_shot_opt",
+        "answer_choices": ["yes", "no"],
+        "gold_answers": None,
+        "example_id": "e1",
+        "split": "train",
+        "language": "en",
+        "license": "CC0-1.0",
+        "out_split": "train",
+    }
+    row.update(changes)
+    return row
+
+
+def _turns(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"role": role, "content": text} for role, text in pairs]
+
+
+PLANTED = {
+    "good": _row(),
+    "good_system": _row(
+        messages=_turns(("system", "Be brief."), ("user", "Yes or no?"), ("assistant", "no"))
+    ),
+    "good_multi_turn": _row(
+        variant="few_shot_opt",
+        messages=_turns(
+            ("user", "Q1? yes or no"), ("assistant", "no"), ("user", "Q2?"), ("assistant", "yes")
+        ),
+    ),
+    "bad_id": _row(id="not-an-id"),
+    "bad_variant": _row(variant="zero_shot"),
+    "one_turn": _row(messages=_turns(("user", "Q?"))),
+    "two_users": _row(messages=_turns(("user", "Q?"), ("user", "yes"))),
+    "system_last": _row(messages=_turns(("user", "Q?"), ("assistant", "yes"), ("system", "x"))),
+    "system_in_middle": _row(
+        messages=_turns(("user", "Q?"), ("system", "x"), ("assistant", "yes"))
+    ),
+    "odd_role": _row(messages=_turns(("user", "Q?"), ("robot", "yes"))),
+    "ends_on_user": _row(
+        messages=_turns(("user", "Q?"), ("assistant", "yes"), ("user", "and?"))
+    ),
+    "bad_out_split": _row(out_split="test"),
+    "no_out_split": _row(out_split=None),
+    "empty_output": _row(messages=_turns(("user", "Q?"), ("assistant", " \n"))),
+    # Python's str.strip() takes these for blanks too; the column check must as well.
+    "blank_separators": _row(messages=_turns(("user", "Q?"), ("assistant", "\x1c\u3000\x85"))),
+    "blank_prompt": _row(messages=_turns(("user", "\u2003\t"), ("assistant", "yes"))),
+    "blank_system_is_fine": _row(
+        messages=_turns(("system", " "), ("user", "Q? yes/no"), ("assistant", "yes"))
+    ),
+    "not_a_choice": _row(messages=_turns(("user", "Q?"), ("assistant", "Yes"))),
+    "empty_choice": _row(answer_choices=["yes", ""]),
+    "no_choices": _row(answer_choices=None),
+    "gold_hit": _row(answer_choices=None, gold_answers=["yes", "aye"]),
+    "gold_miss": _row(answer_choices=None, gold_answers=["aye"]),
+    "cot_good": _row(
+        variant="cot",
+        messages=_turns(
+            ("user", "Q? Think first."), ("assistant", "Because.\n\nSo the answer is: yes")
+        ),
+    ),
+    "cot_no_line": _row(
+        variant="cot", messages=_turns(("user", "Q?"), ("assistant", "Because. yes"))
+    ),
+    "cot_wrong_answer": _row(
+        variant="few_shot_cot",
+        messages=_turns(("user", "Q?"), ("assistant", "Because.\n\nSo the answer is: maybe")),
+    ),
+    "prompt_too_long": _row(
+        messages=_turns(("user", "x" * (LIMITS.max_prompt_chars + 1)), ("assistant", "yes"))
+    ),
+    "system_counts_in_prompt": _row(
+        messages=_turns(
+            ("system", "s" * LIMITS.max_prompt_chars), ("user", "Q?"), ("assistant", "yes")
+        )
+    ),
+    "output_too_long": _row(
+        answer_choices=None,
+        messages=_turns(("user", "Q?"), ("assistant", "y" * (LIMITS.max_output_chars + 1))),
+    ),
+    "leftover": _row(messages=_turns(("user", "Is {{ x }} blue?"), ("assistant", "yes"))),
+    "leftover_in_output": _row(
+        answer_choices=None, messages=_turns(("user", "Q?"), ("assistant", "a %} b"))
+    ),
+    "leftover_in_system": _row(
+        messages=_turns(("system", "{# note #}"), ("user", "Q?"), ("assistant", "yes"))
+    ),
+}
+
+
+@pytest.mark.parametrize("sliced", [False, True])
+def test_planted_records_get_the_rule_and_message_check_record_gives(sliced: bool) -> None:
+    names = list(PLANTED)
+    rows = [PLANTED[name] for name in names]
+    table = pa.Table.from_pylist(rows, schema=PART_SCHEMA)
+    if sliced:  # a table that starts inside its buffers (a slice) is checked just the same
+        table = pa.concat_tables([table, table]).slice(len(rows) - 3, len(rows) + 3)
+    for syntax_everywhere in (False, True):
+        syntax = np.full(table.num_rows, syntax_everywhere)
+        got = check_table(table, LIMITS, syntax)
+        assert got == reference(table, syntax)
+    by_name = dict(zip(names, rows, strict=True))
+    found = {names[i]: problem[0] for i, problem in check_table(
+        pa.Table.from_pylist(rows, schema=PART_SCHEMA), LIMITS, np.zeros(len(rows), dtype=bool)
+    )}  # fmt: skip
+    assert not {n for n in found if n.startswith("good")}
+    assert found["blank_separators"] == "empty_output"
+    assert found["blank_prompt"] == "empty_prompt"
+    assert found["system_counts_in_prompt"] == "prompt_too_long"
+    assert found["gold_miss"] == "output_not_gold"
+    assert found["cot_no_line"] == "cot_shape"
+    assert {found[n] for n in ("bad_id", "one_turn", "two_users", "odd_role")} == {"schema"}
+    assert "no_out_split" not in found and "blank_system_is_fine" not in found
+    assert set(by_name) - set(found) == {
+        "good", "good_system", "good_multi_turn", "no_out_split", "blank_system_is_fine",
+        "no_choices", "gold_hit", "cot_good",
+    }  # fmt: skip
