@@ -29,7 +29,6 @@ class RecordColumns:
         self._roles: list[str] = []
         self._contents: list[str] = []
         self._offsets: list[int] = [0]
-        self.id: list[str] = []
         self.template_id: list[str] = []
         self.variant: list[str] = []
         self.answer_choices: list[list[str] | None] = []
@@ -41,7 +40,7 @@ class RecordColumns:
         self.out_split: list[str | None] = []
 
     def __len__(self) -> int:
-        return len(self.id)
+        return len(self.variant)
 
     def add(self, example: Example, rendered: Rendered) -> None:
         spec = self._spec
@@ -53,9 +52,6 @@ class RecordColumns:
             roles += ("user", "assistant")
             contents += (user, assistant)
         self._offsets.append(len(roles))
-        self.id.append(
-            self._ids.id(example.split, example.example_id, rendered.template_id, rendered.variant)
-        )
         self.template_id.append(rendered.template_id)
         self.variant.append(rendered.variant)
         self.answer_choices.append(rendered.answer_choices)
@@ -67,8 +63,12 @@ class RecordColumns:
         self.out_split.append(example.out_split)
 
     def table(self) -> pa.Table:
-        n = len(self.id)
+        n = len(self.variant)
         spec = self._spec
+        # Ids in one pass at the end: the same hash as ``render.record_id`` for each record.
+        ids = self._ids.ids(
+            zip(self.split, self.example_id, self.template_id, self.variant, strict=True)
+        )
         messages = pa.ListArray.from_arrays(
             pa.array(self._offsets, pa.int32()),
             pa.StructArray.from_arrays(
@@ -77,7 +77,7 @@ class RecordColumns:
             ),
         )
         columns: dict[str, Any] = {
-            "id": pa.array(self.id, pa.string()),
+            "id": pa.array(ids, pa.string()),
             "messages": messages,
             "source": _constant(spec.name, n),
             "task": _constant(spec.task, n),

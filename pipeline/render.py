@@ -171,6 +171,11 @@ class CompiledTemplate:
 
     def __init__(self, env: jinja2.Environment, template: Template) -> None:
         self.template = template
+        # Plain attributes, not properties: read for every record.
+        self.id: str = template.spec.id
+        self.has_choices = template.spec.answer_choices is not None
+        # Answer choices that are literal text (most are): stripped once, copied per record.
+        self._literal_choices: list[str] | None = None
         self.error: RenderError | None = None
         self.uses_options = False
         self.uses_rng = False
@@ -196,6 +201,10 @@ class CompiledTemplate:
             self._parts = parts
             part = "answer_choices"
             self._choices = self._compile_list(env, spec.answer_choices)
+            if isinstance(spec.answer_choices, list) and all(
+                is_literal(c) for c in spec.answer_choices
+            ):
+                self._literal_choices = [c.strip() for c in spec.answer_choices]
             part = "gold_answers"
             self._gold = self._compile_list(env, spec.gold_answers)
             part = "the template"
@@ -237,15 +246,10 @@ class CompiledTemplate:
             return cls._compile(env, value)
         return [cls._compile(env, v) for v in value]
 
-    @property
-    def id(self) -> str:
-        return self.template.spec.id
-
-    @property
-    def has_choices(self) -> bool:
-        return self.template.spec.answer_choices is not None
 
     def render_choices(self, context: dict[str, Any]) -> list[str] | None:
+        if self._literal_choices is not None and self.error is None:
+            return list(self._literal_choices)
         return self._render_list("answer_choices", self._choices, context)
 
     def render_gold(self, context: dict[str, Any]) -> list[str] | None:
@@ -327,10 +331,15 @@ def _list_texts(value: str | list[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+def is_literal(source: str) -> bool:
+    """Whether ``source`` has no Jinja syntax at all (``compile_text`` returns it as it is)."""
+    return not any(token in source for token in ("{{", "{%", "{#"))
+
+
 def is_bounded(env: jinja2.Environment, source: str) -> bool:
     """Whether ``compile_text`` renders ``source`` without Jinja (a literal, or substitution
     only): its time is then bounded by its output's, which the budget bounds."""
-    if not any(token in source for token in ("{{", "{%", "{#")):
+    if is_literal(source):
         return True
     return fastpath.plan(env, source, dict(env.globals)) is not None
 
@@ -346,7 +355,7 @@ def compile_text(env: jinja2.Environment, source: str, *, fast: bool = True) -> 
     to Jinja as a shared context, which skips ``Template.render``'s per-call copy of the
     globals through a ChainMap: that copy was most of the render time in profiles.
     """
-    if not any(token in source for token in ("{{", "{%", "{#")):
+    if is_literal(source):
         return lambda context: source
     # Compiled by Jinja in every case: its syntax errors are the ones reported, and it renders
     # whatever the fast path hands back (a context that is not a plain dict).

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import random
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -74,6 +75,18 @@ class Prefix:
 
     def id(self, *rest: object) -> str:
         return self._digest(rest, 16).hex()
+
+    def ids(self, rows: Iterable[tuple[str, ...]]) -> list[str]:
+        """``id(*row)`` for every row of strings, in one loop (a part's record ids)."""
+        started = self._started.get(16)
+        if started is None:
+            started = self._started[16] = hashlib.blake2b(self._head, digest_size=16)
+        out: list[str] = []
+        for row in rows:
+            h = started.copy()
+            h.update("\x1f".join(row).encode("utf-8"))
+            out.append(h.hexdigest())
+        return out
 
     def key(self, *rest: object) -> int:
         return int.from_bytes(self._digest(rest, 16)[:8], "big")
