@@ -16,6 +16,7 @@ import codecs
 import csv
 import decimal
 import io
+import itertools
 import json
 import logging
 import math
@@ -45,10 +46,13 @@ from .models import (
     records_steps,
 )
 from .seeding import stable_id
-from .transforms import TransformError, apply_transforms
+from .transforms import Fields, TransformError, compile_transforms
 
 DataMode = Literal["sample", "hub"]
 BATCH_ROWS = 1000
+# Rows of one split per load shard: the unit of parallel load. Fixed, so the shards (and so
+# every byte load writes) never depend on the number of workers.
+SHARD_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -334,6 +338,9 @@ class TextTable:
         self.columns: list[str] = []
         self.rows = 0
         self._header: list[str] | None = None  # a CSV's, once read
+        # A JSON Lines file's (byte offset, line number) of every SHARD_ROWS-th record, noted
+        # by open()'s scan, so a shard of rows starts reading where it starts.
+        self._marks: dict[int, tuple[int, int]] = {}
         # Set by open(): the only row, when the file is a single JSON object; the first row that
         # is not an object.
         self.one_object: dict[str, Any] | None = None
@@ -384,9 +391,15 @@ class TextTable:
     def __len__(self) -> int:
         return self.rows
 
-    def batches(self) -> Iterator[list[dict[str, Any] | _BadRecord]]:
+    def batches(
+        self, start: int = 0, stop: int | None = None
+    ) -> Iterator[list[dict[str, Any] | _BadRecord]]:
+        """The records numbered ``start`` to ``stop`` (from 0, in file order) in batches."""
         batch: list[dict[str, Any] | _BadRecord] = []
-        for record in self.records():
+        records = self.records(start)
+        if stop is not None:
+            records = itertools.islice(records, stop - start)
+        for record in records:
             batch.append(record)
             if len(batch) == BATCH_ROWS:
                 yield batch
@@ -394,12 +407,14 @@ class TextTable:
         if batch:
             yield batch
 
-    def records(self) -> Iterator[dict[str, Any] | _BadRecord]:
+    def records(self, start: int = 0) -> Iterator[dict[str, Any] | _BadRecord]:
+        """The records from the ``start``-th on (the ones before are skipped unparsed where
+        the format allows: a JSON Lines or CSV file)."""
         if self.limit is None:
-            yield from self._all_records()
+            yield from self._all_records(start)
             return
-        read = 0
-        records = self._all_records()
+        read = start
+        records = self._all_records(start)
         try:
             # Stopped after the limit: a JSON Lines or CSV file is not read further.
             while read < self.limit:
@@ -412,18 +427,22 @@ class TextTable:
         finally:
             records.close()
 
-    def _all_records(self) -> Generator[dict[str, Any] | _BadRecord, None, None]:
+    def _all_records(self, skip: int = 0) -> Generator[dict[str, Any] | _BadRecord, None, None]:
         try:
             if self.fmt == "csv":
-                yield from self._csv_records()
+                yield from self._csv_records(skip)
             elif self.records_path is not None:
-                yield from self._nested(self._json_document(), self.records_path)
+                records = self._nested(self._json_document(), self.records_path)
+                yield from itertools.islice(records, skip, None)
             elif self.json_field is not None:
-                yield from self._json_list(self._json_document(), self.json_field)
+                records = self._json_list(self._json_document(), self.json_field)
+                yield from itertools.islice(records, skip, None)
             elif self._starts_with(b"["):
-                yield from self._json_list(self._json_document(), None)
+                yield from itertools.islice(
+                    self._json_list(self._json_document(), None), skip, None
+                )
             else:
-                yield from self._json_lines()
+                yield from self._json_lines(skip)
         except UnicodeDecodeError:
             raise SourceError(self._utf8_error()) from None
         except OSError as exc:
@@ -433,7 +452,7 @@ class TextTable:
 
     # -- CSV
 
-    def _csv_records(self) -> Iterator[dict[str, Any] | _BadRecord]:
+    def _csv_records(self, skip: int = 0) -> Iterator[dict[str, Any] | _BadRecord]:
         opts = self.sample.csv or CsvOptions()
         nulls = frozenset(opts.null_values)
         # The csv module's default field limit (128 KiB) would fail a file that pandas read;
@@ -460,6 +479,10 @@ class TextTable:
                         continue
                     if header is None:
                         header = self._header = self._csv_header(cells, reader.line_num)
+                        continue
+                    if skip:
+                        # A row before the shard: parsed (a quoted cell may span lines), not kept.
+                        skip -= 1
                         continue
                     if len(cells) != len(header):
                         yield _BadRecord(
@@ -565,12 +588,29 @@ class TextTable:
                 )
             yield record
 
-    def _json_lines(self) -> Iterator[dict[str, Any] | _BadRecord]:
+    def _json_lines(self, skip: int = 0) -> Iterator[dict[str, Any] | _BadRecord]:
         seen_a_line = False
+        # open()'s scan (skip 0) notes where every SHARD_ROWS-th record starts.
+        scanning = not skip and not self._marks
+        record = offset = first = 0
+        mark = max((m for m in self._marks if m <= skip), default=0)
         with _open_regular(self.real) as fh:
-            for lineno, raw in enumerate(fh, 1):
+            if mark:
+                offset, first = self._marks[mark]
+                fh.seek(offset)
+                record, skip, seen_a_line = mark, skip - mark, True
+            for lineno, raw in enumerate(fh, first + 1):
+                start, offset = offset, offset + len(raw)
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                 if not line.strip():
+                    continue
+                if scanning and record and record % SHARD_ROWS == 0:
+                    self._marks[record] = (start, lineno - 1)
+                record += 1
+                if skip:
+                    # A line before the shard: no JSON parse (open() parsed every line once).
+                    skip -= 1
+                    seen_a_line = True
                     continue
                 try:
                     value = _json_loads(line)
@@ -900,9 +940,17 @@ def _check_columns(source: Source, columns: list[str], where: str, hub_mode: boo
 
 
 def iter_rows(
-    source: Source, split_data: SplitData, data: DataMode, *, filter_seconds: float = 2.0
+    source: Source,
+    split_data: SplitData,
+    data: DataMode,
+    *,
+    filter_seconds: float = 2.0,
+    start: int = 0,
+    stop: int | None = None,
 ) -> Iterator[list[Example | BadRow]]:
-    """Batches of normalised examples (or bad rows) in file order, with stable example ids.
+    """Batches of normalised examples (or bad rows) in file order, with stable example ids:
+    the rows numbered ``start`` to ``stop`` (from 0; all by default), so a source can be read
+    in shards that give, one after the other, exactly the batches' items of one whole read.
 
     A sample's ``filter`` runs on each normalised example (for at most ``filter_seconds``); a
     row it rejects is a ``filtered`` bad row. Duplicate ids are not detected here: that needs
@@ -910,11 +958,12 @@ def iter_rows(
     spec = source.spec
     hub_mode = data == "hub"
     id_field = _id_field(spec, hub_mode)
-    index = 0
+    index = start  # a row's number in its locator counts from the split's first row
     plan = _plan(source, hub_mode)
     keep = _sample_filter(source) if split_data.sampled else None
     licenses = LicensePicker.of(source, filter_seconds) if spec.license_by else None
-    for batch in _batches(source, split_data):
+    transform = compile_transforms(spec.transforms)
+    for batch in _batches(source, split_data, start, stop):
         out: list[Example | BadRow] = []
         for raw in batch:
             index += 1
@@ -928,7 +977,7 @@ def iter_rows(
                 continue
             item = _normalise(
                 source, raw, split_data.split, locator, id_field, hub_mode, plan,
-                split_data.language, licenses,
+                split_data.language, licenses, transform,
             )  # fmt: skip
             if keep is not None and isinstance(item, Example):
                 item = _filtered(keep, item, filter_seconds)
@@ -1065,14 +1114,14 @@ def _filtered(keep: Filter, item: Example, seconds: float) -> Example | BadRow:
 
 
 def _batches(
-    source: Source, split_data: SplitData
+    source: Source, split_data: SplitData, start: int = 0, stop: int | None = None
 ) -> Iterator[list[dict[str, Any]] | list[dict[str, Any] | _BadRecord]]:
-    """The split's rows in batches; a file that only fails when decoded (Arrow keeps invalid
-    UTF-8 until then) still gets the one-line diagnosis naming its line."""
+    """The split's rows ``start`` to ``stop`` in batches; a file that only fails when decoded
+    (Arrow keeps invalid UTF-8 until then) still gets the one-line diagnosis naming its line."""
     if isinstance(split_data.dataset, TextTable):
-        yield from split_data.dataset.batches()
+        yield from split_data.dataset.batches(start, stop)
         return
-    batches = _read_batches(split_data.dataset)
+    batches = _read_batches(split_data.dataset, start, stop)
     while True:
         try:
             batch = next(batches)
@@ -1092,25 +1141,37 @@ def _batches(
         yield [{k: v[i] for k, v in batch.items()} for i in range(n)]
 
 
-def _read_batches(ds: Any) -> Iterator[dict[str, list[Any]]]:
-    """The dataset's rows as decoded batches, read from its Arrow cache files with plain reads.
+def _read_batches(
+    ds: Any, start: int = 0, stop: int | None = None
+) -> Iterator[dict[str, list[Any]]]:
+    """The dataset's rows ``start`` to ``stop`` as decoded batches, read from its Arrow cache
+    files with plain reads.
 
     ``Dataset.iter`` goes through a memory map, and every page it touches stays in the process's
     resident memory: reading a 1M-row source that way grew peak RSS by its whole cache file.
-    Reading the same files as streams keeps one batch in memory. In-memory datasets, or ones
-    with an indices mapping, fall back to ``Dataset.iter``.
+    Reading the same files as streams keeps one batch in memory (the batches before ``start``
+    are read but never decoded). In-memory datasets, or ones with an indices mapping, fall back
+    to ``Dataset.iter``.
     """
     import pyarrow as pa
 
+    end = len(ds) if stop is None else min(stop, len(ds))
     files = [f["filename"] for f in ds.cache_files]
     if not files or ds._indices is not None:
-        yield from ds.iter(batch_size=BATCH_ROWS)
+        part = ds if (start, end) == (0, len(ds)) else ds.select(range(start, end))
+        yield from part.iter(batch_size=BATCH_ROWS)
         return
     rows = 0
     for name in files:
         with pa.OSFile(name) as fh:
             for batch in pa.ipc.open_stream(fh):
-                rows += batch.num_rows
+                first, rows = rows, rows + batch.num_rows
+                if first >= end and end < len(ds):
+                    return  # a shard's last row is read; the count is checked by a full read
+                if rows <= start or first >= end:
+                    continue
+                if first < start or rows > end:
+                    batch = batch.slice(max(start - first, 0), min(rows, end) - max(first, start))
                 yield ds.features.decode_batch(batch.to_pydict())
     if rows != len(ds):
         raise ValueError(f"read {rows} rows from the dataset's cache files, expected {len(ds)}")
@@ -1145,6 +1206,7 @@ def _normalise(
     plan: Plan | None = None,
     file_language: str | None = None,
     licenses: LicensePicker | None = None,
+    transform: Callable[[Fields], Fields] | None = None,
 ) -> Example | BadRow:
     spec = source.spec
     example_id = None
@@ -1173,7 +1235,7 @@ def _normalise(
             return BadRow(split, example_id, exc.rule, f"{exc} ({locator})", locator)
     # Transforms run after the id is fixed: a change of clean-up keeps every example's id.
     try:
-        fields = apply_transforms(spec.transforms, fields)
+        fields = (transform or compile_transforms(spec.transforms))(fields)
     except TransformError as exc:
         return BadRow(split, example_id, "bad_transform", f"{exc} ({locator})", locator)
     # Duplicate ids are found by the load stage over the whole source (see stages.py).

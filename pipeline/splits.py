@@ -141,28 +141,49 @@ def _group_part(source: Source, entry: str, seconds: float) -> Callable[[dict[st
     return part
 
 
+def group_hashes(keys: list[str]) -> list[int]:
+    """A row's group keys as the 8-byte hashes groups are named by."""
+    return [stable_key(0, "group", k) for k in keys]
+
+
+def group_name(hashed: int) -> str:
+    """The name of the group whose smallest key hash is ``hashed``."""
+    return f"{hashed:016x}"
+
+
 class GroupJoiner:
     """Connected components over group keys: two examples that share any key are one group.
 
     Keys are held as 8-byte hashes; a group is named by the smallest hash in it, so the name
-    depends on which examples are loaded, never on the order they arrive in."""
+    depends on which examples are loaded, never on the order they arrive in. A key never
+    joined is a group of its own: load joins only the rows with several keys, so a source whose
+    rows have one key each (most) needs no map at all."""
 
     def __init__(self) -> None:
         self._parent: dict[int, int] = {}
 
     def add(self, keys: list[str]) -> list[int]:
-        hashed = [stable_key(0, "group", k) for k in keys]
+        hashed = group_hashes(keys)
+        self.join(hashed)
+        return hashed
+
+    def join(self, hashed: list[int]) -> None:
+        """Put the keys ``hashed`` (from ``group_hashes``) in one group."""
         for h in hashed:
             self._parent.setdefault(h, h)
         for h in hashed[1:]:
             self._union(hashed[0], h)
-        return hashed
+
+    def __len__(self) -> int:
+        return len(self._parent)
 
     def group(self, hashed: list[int]) -> str:
-        return f"{self._find(hashed[0]):016x}"
+        return group_name(self._find(hashed[0]))
 
     def _find(self, h: int) -> int:
         parent = self._parent
+        if h not in parent:
+            return h
         root = h
         while parent[root] != root:
             root = parent[root]

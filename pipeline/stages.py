@@ -13,7 +13,7 @@ import heapq
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .catalog import (
     Catalog,
+    Source,
     Template,
     builtin_root,
     catalog_for_recipe,
@@ -34,7 +35,7 @@ from .catalog import (
 from .columns import RecordColumns
 from .errors import RunFolderError
 from .executor import Executor, LocalExecutor
-from .load import BadRow, DataMode, Example, iter_rows, open_source
+from .load import SHARD_ROWS, BadRow, DataMode, Example, SplitData, iter_rows, open_source
 from .mix import example_key
 from .models import Manifest, Recipe, Reject, SourceCounts
 from .plan import plan_recipe
@@ -60,7 +61,10 @@ from .splits import (
     POOL_SPLITS,
     GroupJoiner,
     Membership,
+    Role,
     group_function,
+    group_hashes,
+    group_name,
     out_split,
     resolve_sources,
 )
@@ -170,8 +174,14 @@ def load_stage(
     template_dirs: Sequence[Path] = (),
     progress: Progress | None = None,
     prepared: Prepared | None = None,
+    executor: Executor | None = None,
 ) -> Manifest:
-    """Stage 1: read the recipe's sources into ``out/examples`` (the cap pushed down)."""
+    """Stage 1: read the recipe's sources into ``out/examples`` (the cap pushed down).
+
+    The rows are read in shards (``SHARD_ROWS`` rows of one split) on ``executor`` (default:
+    this process), every source's and every shard of a big one in parallel; what needs the
+    whole source (duplicate ids, the cap, groups joined across rows) is decided here once its
+    shards are in. Shards are fixed by the data, so the bytes never depend on the executor."""
     progress = progress or NullProgress()
     folder = RunFolder(out)
     with folder.lock(create=True):
@@ -208,26 +218,46 @@ def load_stage(
             for name in p.members
         }
         plans = plan_recipe(p.recipe, sizes, p.members)
-        total = sum(size for size, _ in sizes.values())
-        with progress.task("load", total) as advance:
-            for name in p.members:
-                counts = _load_source(
-                    folder,
-                    p.recipe,
-                    p.catalog,
-                    name,
-                    p.opened[name],
-                    p.data,
-                    plans[name].examples_needed,
-                    advance,
-                    p.run_fingerprint,
-                    p.members[name],
-                )
-                counts.records_target = plans[name].records_target
-                counts.cluster = p.catalog.source(name).spec.cluster
-                counts.role = p.members[name].role
-                counts.submix = p.members[name].submix
-                manifest.sources[name] = counts
+        seconds = p.recipe.limits.max_render_seconds
+        for name in p.members:
+            # A split_group that cannot compile stops the run here, before any worker starts.
+            group_function(p.catalog.source(name), seconds)
+        tasks = _load_shards(folder, p)
+        results: dict[str, list[ShardResult]] = {name: [] for name in p.members}
+        shards = {name: sum(t.name == name for t in tasks) for name in p.members}
+        loaded: dict[str, SourceCounts] = {}
+
+        def finish(name: str) -> None:
+            loaded[name] = _finish_source(
+                folder, p.recipe, name, p.members[name], results[name],
+                plans[name].examples_needed, p.run_fingerprint,
+            )  # fmt: skip
+
+        own = executor is None
+        runner = executor or LocalExecutor(1)
+        try:
+            with progress.task("load", sum(size for size, _ in sizes.values())) as advance:
+                for name in p.members:
+                    if not shards[name]:
+                        finish(name)  # no rows at all: its empty part and reject file
+                for i, result in runner.imap(load_shard, tasks):
+                    name = tasks[i].name
+                    advance(result.rows_in)
+                    results[name].append(result)
+                    if len(results[name]) == shards[name]:
+                        # Its shards are in: the whole-source pass runs here while workers
+                        # go on with the other sources' shards.
+                        finish(name)
+        finally:
+            if own:
+                runner.close()
+        for name in p.members:
+            counts = loaded[name]
+            counts.records_target = plans[name].records_target
+            counts.cluster = p.catalog.source(name).spec.cluster
+            counts.role = p.members[name].role
+            counts.submix = p.members[name].submix
+            manifest.sources[name] = counts
         manifest.stages_done = ["load"]
         manifest.timings_s["load"] = round(time.perf_counter() - started, 3)
         folder.write_manifest(manifest)
@@ -248,117 +278,231 @@ def _fingerprint_source(catalog: Catalog, name: str, splits: list[Any]) -> str:
     return stable_id(*parts)
 
 
-def _load_source(
+# A load shard's rejects, as the JSON lines its source's reject file holds.
+_REJECT_LINES = pa.schema([("line", pa.string())])
+
+
+@dataclass(frozen=True)
+class LoadShard:
+    """Rows ``start`` to ``stop`` of one split of one source: a unit of load's first pass.
+
+    Picklable, so it runs on worker processes and Ray as parts do: the split travels as the
+    table or dataset ``open_source`` opened, which pickles as a reference to its files (on a
+    Ray cluster of several machines, the sources, like the run folder, must be on storage every
+    node mounts)."""
+
+    out: str
+    name: str
+    shard: int  # its number among its source's shards, in file order: names its files
+    # Left out of the repr: a dead worker's message names the task, in one readable line.
+    source: Source = field(repr=False)
+    split_data: SplitData = field(repr=False)
+    data: DataMode = field(repr=False)
+    recipe: Recipe = field(repr=False)
+    role: Role = field(repr=False)
+    start: int = 0
+    stop: int = 0
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    shard: int
+    rows_in: int
+    # Rows with several group keys: their groups (and splits) are named once the whole source
+    # is in; a row with one key has both from the row alone.
+    joined: int
+
+
+def _load_shards(folder: RunFolder, p: Prepared) -> list[LoadShard]:
+    """Every shard of every source, the biggest first (so no big one starts last)."""
+    tasks = []
+    for name, member in p.members.items():
+        source = p.catalog.source(name)
+        shard = 0
+        for split_data in p.opened[name]:
+            rows = len(split_data)
+            for start in range(0, rows, SHARD_ROWS):
+                stop = min(start + SHARD_ROWS, rows)
+                tasks.append(
+                    LoadShard(
+                        str(folder.root),
+                        name,
+                        shard,
+                        source,
+                        split_data,
+                        p.data,
+                        p.recipe,
+                        member.role,
+                        start,
+                        stop,
+                    )
+                )
+                shard += 1
+    return sorted(tasks, key=lambda t: t.start - t.stop)
+
+
+def _shard_file(folder: RunFolder, name: str, shard: int, what: str = "") -> Path:
+    # Named as load's temporaries are (`examples/.NAME.all.parquet`): a run that dies leaves
+    # nothing the next one does not clear.
+    return folder.root / "examples" / f".{name}.shard-{shard:05d}{what}.all.parquet"
+
+
+def load_shard(task: LoadShard) -> ShardResult:
+    """Load's first pass over one shard (a top-level function, so worker processes and Ray
+    can run it): every row normalised, a bad one rejected with its reason, a good one written
+    with its seeded key, its group keys' hashes and, when it has one key, its group and output
+    split. Writes the shard's rows and rejects beside the parts; only counts travel back."""
+    folder = RunFolder(Path(task.out))
+    recipe, name, source = task.recipe, task.name, task.source
+    group_of = group_function(source, recipe.limits.max_render_seconds)
+    rows_in = joined = 0
+    rows_sink = ParquetSink(_shard_file(folder, name, task.shard), EXAMPLE_SCHEMA)
+    with (
+        rows_sink,
+        ParquetSink(_shard_file(folder, name, task.shard, ".rejects"), _REJECT_LINES) as bad,
+    ):
+        for batch in iter_rows(
+            source,
+            task.split_data,
+            task.data,
+            filter_seconds=recipe.limits.max_render_seconds,
+            start=task.start,
+            stop=task.stop,
+        ):
+            rows_in += len(batch)
+            rows: list[dict[str, Any]] = []
+            lines: list[dict[str, Any]] = []
+            for item in batch:
+                if isinstance(item, BadRow):
+                    reject = _load_reject(
+                        name, item.split, item.example_id, item.rule, item.message, item.locator
+                    )
+                    lines.append({"line": reject.model_dump_json()})
+                    continue
+                try:
+                    hashed = group_hashes(group_of(item.example_id, item.fields))
+                except Exception as exc:
+                    reject = _load_reject(
+                        name,
+                        item.split,
+                        item.example_id,
+                        "split_group",
+                        f"{source.path}: split_group: {type(exc).__name__}: {exc}",
+                        item.locator,
+                    )
+                    lines.append({"line": reject.model_dump_json()})
+                    continue
+                key = example_key(recipe.seed, name, item.example_id)
+                if len(hashed) == 1:
+                    group = group_name(hashed[0])
+                    split = out_split(recipe, name, task.role, group)
+                    rows.append(_example_row(item, key, group, split))
+                else:
+                    # Its group is known once every row is in: named by _finish_source.
+                    joined += 1
+                    rows.append(_example_row(item, key, json.dumps(hashed), ""))
+            rows_sink.write_rows(rows)
+            bad.write_rows(lines)
+    return ShardResult(task.shard, rows_in, joined)
+
+
+def _key_summary(paths: list[Path], needed: int) -> tuple[set[int], int | None]:
+    """The keys that occur more than once, and the largest key the cap keeps (None: it keeps
+    every distinct key). Only the 8-byte key column is read: memory is 8 bytes per row."""
+    chunks = [pq.read_table(path, columns=["key"]).column("key").to_numpy() for path in paths]
+    keys = np.concatenate(chunks) if chunks else np.empty(0, np.uint64)
+    del chunks
+    keys.sort()
+    first = np.ones(len(keys), np.bool_)  # where each distinct key first appears, sorted
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    distinct = int(np.count_nonzero(first))
+    repeated = set(np.unique(keys[1:][~first[1:]]).tolist())
+    bound = None
+    if 0 < needed < distinct:
+        # The `needed` smallest keys of distinct examples survive the cap.
+        at = needed - 1 if distinct == len(keys) else int(np.flatnonzero(first)[needed - 1])
+        bound = int(keys[at])
+    return repeated, bound
+
+
+def _finish_source(
     folder: RunFolder,
     recipe: Recipe,
-    catalog: Catalog,
     name: str,
-    splits: list[Any],
-    data: DataMode,
-    needed: int,
-    advance: Callable[[int], None],
-    run: str,
     member: Membership,
+    shards: list[ShardResult],
+    needed: int,
+    run: str,
 ) -> SourceCounts:
-    """Normalise every row, reject bad ones and later duplicates of an id, and keep the
-    ``needed`` examples with the smallest seeded keys. Each example gets its split group and
-    its output split here, once.
+    """Load's pass over the whole source, once its shards are in: reject later duplicates of
+    an id, keep the ``needed`` examples with the smallest seeded keys, name the groups joined
+    across rows, and cut the rest into parts, in file order.
 
-    Memory stays flat in the size of the source: rows stream to a temporary parquet file, and the
-    duplicate and cap decisions need only its 8-byte key column.
-    """
-    source = catalog.source(name)
-    group_of = group_function(source, recipe.limits.max_render_seconds)
-    joiner = GroupJoiner()
-    counts = SourceCounts()
-    all_path = folder.root / "examples" / f".{name}.all.parquet"
+    Memory stays flat in the size of the source but for its key column (8 bytes a row) and, for
+    a source whose rows have several group keys, the map of those keys."""
+    shards = sorted(shards, key=lambda s: s.shard)
+    paths = [_shard_file(folder, name, s.shard) for s in shards]
+    counts = SourceCounts(examples_in=sum(s.rows_in for s in shards))
+    repeated, bound = _key_summary(paths, needed)
+    joiner: GroupJoiner | None = None
+    if any(s.joined for s in shards):
+        joiner = GroupJoiner()
+        for path in paths:
+            for batch in pq.ParquetFile(path).iter_batches(columns=["group"]):
+                for group in batch.column(0).to_pylist():
+                    if group.startswith("["):
+                        joiner.join(json.loads(group))
+    first_seen: dict[int, tuple[str, str]] = {}
+    parts = PartSink(folder, "examples", name, EXAMPLE_SCHEMA, EXAMPLES_PER_PART, run)
+    capped = 0
+    by_split: dict[str, int] = {}
     with RejectSink(folder.rejects("load", name, 0)) as rejects:
-        with ParquetSink(all_path, EXAMPLE_SCHEMA) as sink:
-            for split_data in splits:
-                for batch in iter_rows(
-                    source, split_data, data, filter_seconds=recipe.limits.max_render_seconds
-                ):
-                    rows = []
-                    for item in batch:
-                        counts.examples_in += 1
-                        if isinstance(item, BadRow):
-                            rejects.add(
-                                _load_reject(
-                                    name,
-                                    item.split,
-                                    item.example_id,
-                                    item.rule,
-                                    item.message,
-                                    item.locator,
-                                )
+        for s in shards:
+            for batch in read_batches(_shard_file(folder, name, s.shard, ".rejects")):
+                for line in batch.column(0).to_pylist():
+                    rejects.add(Reject.model_validate_json(line))
+        for path in paths:
+            for batch in read_batches(path):
+                table = pa.Table.from_batches([batch], schema=EXAMPLE_SCHEMA)
+                keys = table.column("key").to_numpy()
+                if not needed:
+                    keep = np.zeros(len(keys), np.bool_)
+                elif bound is None:
+                    keep = np.ones(len(keys), np.bool_)
+                else:
+                    keep = keys <= bound
+                for i in np.flatnonzero(np.isin(keys, list(repeated))) if repeated else ():
+                    k = int(keys[i])
+                    eid = table.column("example_id")[i].as_py()
+                    where = table.column("locator")[i].as_py()
+                    first = first_seen.setdefault(k, (eid, where))
+                    if first[1] != where and first[0] == eid:
+                        keep[i] = False
+                        rejects.add(
+                            _load_reject(
+                                name,
+                                table.column("split")[i].as_py(),
+                                eid,
+                                "duplicate_example_id",
+                                f"example id {eid!r} already used at {first[1]}",
+                                where,
                             )
-                        else:
-                            try:
-                                hashed = joiner.add(group_of(item.example_id, item.fields))
-                            except Exception as exc:
-                                rejects.add(
-                                    _load_reject(
-                                        name,
-                                        item.split,
-                                        item.example_id,
-                                        "split_group",
-                                        f"{source.path}: split_group: {type(exc).__name__}: {exc}",
-                                        item.locator,
-                                    )
-                                )
-                                continue
-                            key = example_key(recipe.seed, name, item.example_id)
-                            # The group is known once every row is in: named in the 2nd pass.
-                            rows.append(_example_row(item, key, json.dumps(hashed), ""))
-                    sink.write_rows(rows)
-                    advance(len(batch))
-        keys = pq.read_table(all_path, columns=["key"]).column("key").to_numpy()
-        unique, occurrences = np.unique(keys, return_counts=True)
-        repeated = set(unique[occurrences > 1].tolist())
-        # The `needed` smallest keys of distinct examples survive the cap.
-        bound = int(unique[needed - 1]) if 0 < needed < len(unique) else None
-        first_seen: dict[int, tuple[str, str]] = {}
-        parts = PartSink(folder, "examples", name, EXAMPLE_SCHEMA, EXAMPLES_PER_PART, run)
-        capped = 0
-        by_split: dict[str, int] = {}
-        for batch in read_batches(all_path):
-            table = pa.Table.from_batches([batch], schema=EXAMPLE_SCHEMA)
-            batch_keys = table.column("key").to_pylist()
-            keep = (
-                [bound is None or k <= bound for k in batch_keys]
-                if needed
-                else [False] * len(batch_keys)
-            )
-            for i, k in enumerate(batch_keys):
-                if k not in repeated:
-                    continue
-                eid = table.column("example_id")[i].as_py()
-                where = table.column("locator")[i].as_py()
-                first = first_seen.setdefault(k, (eid, where))
-                if first[1] != where and first[0] == eid:
-                    keep[i] = False
-                    rejects.add(
-                        _load_reject(
-                            name,
-                            table.column("split")[i].as_py(),
-                            eid,
-                            "duplicate_example_id",
-                            f"example id {eid!r} already used at {first[1]}",
-                            where,
                         )
-                    )
-                    capped -= 1  # counted below as not kept; it is a reject, not capped
-            capped += keep.count(False)
-            kept = _with_groups(
-                table.filter(pa.array(keep, type=pa.bool_())), joiner, recipe, name, member
-            )
-            for split in kept.column("out_split").to_pylist():
-                by_split[split] = by_split.get(split, 0) + 1
-            parts.write_table(kept)
+                        capped -= 1  # counted below as not kept; it is a reject, not capped
+                capped += len(keep) - int(np.count_nonzero(keep))
+                kept = table.filter(pa.array(keep, type=pa.bool_()))
+                if joiner is not None:
+                    kept = _with_groups(kept, joiner, recipe, name, member)
+                for pair in pc.value_counts(kept.column("out_split")).to_pylist():
+                    split, n = pair["values"], pair["counts"]
+                    by_split[split] = by_split.get(split, 0) + n
+                parts.write_table(kept)
         parts.close()
         counts.examples_rejected = rejects.count
         counts.rejected_by_rule = dict(rejects.by_rule)
-    all_path.unlink()
+    for s in shards:
+        _shard_file(folder, name, s.shard).unlink()
+        _shard_file(folder, name, s.shard, ".rejects").unlink()
     counts.examples_exemplar_pool = by_split.pop("exemplar", 0)
     counts.examples_rendered = parts.rows - counts.examples_exemplar_pool
     counts.examples_by_split = dict(sorted(by_split.items()))
@@ -369,9 +513,18 @@ def _load_source(
 def _with_groups(
     table: pa.Table, joiner: GroupJoiner, recipe: Recipe, name: str, member: Membership
 ) -> pa.Table:
-    """Name each example's group (its component of shared keys) and so its output split."""
-    groups = [joiner.group(json.loads(h)) for h in table.column("group").to_pylist()]
-    splits = [out_split(recipe, name, member.role, g) for g in groups]
+    """Name each example's group (its component of shared keys) and so its output split, for a
+    source some of whose rows have several keys: a row with one key whose group another row
+    joined to others is renamed (and resplit) too."""
+    groups: list[str] = []
+    splits: list[str] = []
+    for written, split in zip(
+        table.column("group").to_pylist(), table.column("out_split").to_pylist(), strict=True
+    ):
+        hashed = json.loads(written) if written.startswith("[") else [int(written, 16)]
+        group = joiner.group(hashed)
+        groups.append(group)
+        splits.append(split if group == written else out_split(recipe, name, member.role, group))
     table = table.set_column(
         table.schema.get_field_index("group"), "group", pa.array(groups, pa.string())
     )
