@@ -25,11 +25,12 @@ from .executor import ExecutorName, make_executor
 from .export import export_stage, parse_formats, push_to_hub, redact_secrets
 from .lint import lint_catalog
 from .mix import mix_stage
-from .models import Manifest, TemplateFile
+from .models import KeepMode, Manifest, TemplateFile
 from .preview import preview_records
 from .progress import NullProgress, Progress, RichProgress
 from .promptsource import convert, import_promptsource, read_promptsource
 from .rejects import read_rejects, summarize
+from .retention import KEEP_MODES
 from .run import run_recipe
 from .stages import load_stage, render_stage, validate_stage
 from .yamlfile import load_model
@@ -287,12 +288,36 @@ def run(
             "as JSON.",
         ),
     ] = False,
+    keep: Annotated[
+        str,
+        typer.Option(
+            "--keep",
+            help="What OUT keeps of the stages once every stage reading them has run. 'all': "
+            "everything (examples, rendered, valid, mixed, dataset). 'resume': drops rendered "
+            "after validate and valid after mix; examples (every stage can be redone from "
+            "them without the sources) and mixed (export again) stay. 'dataset': only the "
+            "dataset; examples go after mix, mixed after export. The manifest, rejects and "
+            "mixed/conflicts.jsonl always stay, and the dataset is the same in every mode. A "
+            "resume redoes what it needs that was dropped; `export`, `mix`, `validate` and "
+            "`render` on a dropped input stop and say so.",
+        ),
+    ] = "all",
+    compression: Annotated[
+        str,
+        typer.Option(
+            "--compression",
+            help="Parquet codec of the examples, rendered and valid parts: zstd (level 1), "
+            "zstd:N (level 1-22, smaller and slower), lz4, snappy, gzip, brotli or none. The "
+            "mixture and the dataset are always zstd; data is the same in any codec.",
+        ),
+    ] = "zstd",
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every stage: load, render, validate, mix and export into OUT/dataset.
 
-    Resumes: work a previous run of the same recipe and inputs finished in OUT is kept."""
+    Resumes: work a previous run of the same recipe and inputs finished in OUT is kept (in
+    every --keep mode)."""
     progress = _progress(quiet, as_json)
     if dry_run:
         plan = _guard(
@@ -322,9 +347,24 @@ def run(
             resume=not fresh,
             progress=progress,
             max_reject_share=max_reject_share,
+            keep=_keep_mode(keep),
+            compression=compression,
         )
     )
     _report(manifest, quiet, as_json, "run")
+    if manifest.storage.dropped and not quiet and not as_json:
+        typer.echo(
+            f"--keep {manifest.storage.keep}: dropped "
+            + ", ".join(f"{name}/" for name in manifest.storage.dropped),
+            err=True,
+        )
+
+
+def _keep_mode(value: str) -> KeepMode:
+    if value not in KEEP_MODES:
+        typer.echo(f"error: --keep must be one of {', '.join(KEEP_MODES)}, not {value!r}", err=True)
+        raise typer.Exit(2)
+    return value  # type: ignore[return-value]
 
 
 @app.command()

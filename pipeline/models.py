@@ -1362,6 +1362,28 @@ class SourceCounts(BaseModel):
     rejected_by_rule: dict[str, int] = Field(default_factory=dict)
 
 
+KeepMode = Literal["all", "resume", "dataset"]
+# A parquet codec, with a zstd level after a colon (group 1: zstd, group 2: the level).
+COMPRESSION_PATTERN = r"(zstd)(?::([1-9]|1[0-9]|2[0-2]))?|lz4|snappy|gzip|brotli|none"
+
+
+class Storage(BaseModel):
+    """How a run folder stores its stages (``run --keep`` and ``--compression``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keep: KeepMode = "all"
+    compression: str = Field(
+        default="zstd",
+        pattern=f"^(?:{COMPRESSION_PATTERN})$",
+        description="Parquet codec of the examples, rendered and valid parts (zstd:N: level N).",
+    )
+    dropped: list[str] = Field(
+        default_factory=list,
+        description="Stage folders `keep` removed once every stage that reads them had run.",
+    )
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -1386,6 +1408,7 @@ class Manifest(BaseModel):
     warnings: list[str] = Field(
         default_factory=list, description="Plain-words warnings the card and `run` repeat."
     )
+    storage: Storage = Field(default_factory=Storage)
 
     def check(self) -> list[str]:
         """Every way the counts fail to add up, as sentences (empty when they add up)."""

@@ -4,6 +4,9 @@ A run resumes: when the folder holds a manifest with the same run fingerprint (r
 templates, data and version), finished stages are skipped and render/validate keep the parts
 they already wrote. Every file is written atomically and deterministically, so a resumed run
 ends with exactly the bytes of an uninterrupted one.
+
+``keep`` (``retention.py``) drops each stage's output once every stage that reads it has run;
+a resume redoes a finished stage only when the output it needs, or the mode keeps, was dropped.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from .executor import ExecutorName, make_executor
 from .export import export_stage
 from .load import DataMode
 from .mix import mix_stage
-from .models import Manifest
+from .models import KeepMode, Manifest
 from .progress import NullProgress, Progress
-from .runfolder import RunFolder, reject_lines
+from .retention import KEEP_MODES, apply_keep, resumable_stages
+from .runfolder import DEFAULT_COMPRESSION, RunFolder, parts_compressed, reject_lines
 from .stages import load_stage, prepare, render_validate_stage, validate_stage
 
 
@@ -39,6 +43,8 @@ def run_recipe(
     resume: bool = True,
     progress: Progress | None = None,
     max_reject_share: float | None = None,
+    keep: KeepMode = "all",
+    compression: str = DEFAULT_COMPRESSION,
 ) -> Manifest:
     """Build a recipe (default: the bundled one) into ``out``; returns the final manifest.
 
@@ -47,10 +53,17 @@ def run_recipe(
     ``max_reject_share``: stop before the mix when a source, or one template of it, loses more
     than this share of its examples or records to rejects (a misspelt field would otherwise
     ship an empty source); None or 0: never.
+    ``keep``: what the folder keeps of the stages once they are read (``retention.py``):
+    ``all``, ``resume`` (the examples, the mixture and the dataset) or ``dataset``; the
+    dataset's bytes are the same in every mode. ``compression``: the parquet codec of the
+    examples, rendered and valid parts (``zstd``, ``zstd:LEVEL``, ``lz4``, ``snappy``, ``gzip``,
+    ``brotli``, ``none``); the mixture and the export are always zstd.
     """
+    if keep not in KEEP_MODES:
+        raise PipelineError(f"keep {keep!r}: use one of {', '.join(KEEP_MODES)}")
     progress = progress or NullProgress()
     folder = RunFolder(Path(out))
-    with folder.lock(create=True):
+    with folder.lock(create=True), parts_compressed(folder.root, compression):
         prepared = prepare(
             Path(recipe) if recipe is not None else None,
             data=data,
@@ -58,9 +71,10 @@ def run_recipe(
             template_dirs=template_dirs,
             progress=progress,
         )
-        done = _stages_to_keep(folder, prepared.run_fingerprint) if resume else []
+        done = _stages_to_keep(folder, prepared.run_fingerprint, keep) if resume else []
         if "load" not in done:
             load_stage(None, folder.root, prepared=prepared, progress=progress)
+        _record_compression(folder, compression)
         if "validate" not in done:
             memory_mb = prepared.recipe.limits.max_worker_memory_mb
             pool = make_executor(executor, workers, address, memory_mb)
@@ -73,17 +87,28 @@ def run_recipe(
                     validate_stage(folder.root, executor=pool, progress=progress, resume=True)
             finally:
                 pool.close()
+        apply_keep(folder, keep)
         if max_reject_share:
             check_reject_shares(folder, max_reject_share)
         if "mix" not in done:
             mix_stage(folder.root, progress=progress)
+            apply_keep(folder, keep)
         if "export" not in done:
-            return export_stage(folder.root, progress=progress)
-        return folder.read_manifest()
+            export_stage(folder.root, progress=progress)
+        return apply_keep(folder, keep)
 
 
-def _stages_to_keep(folder: RunFolder, fingerprint: str) -> list[str]:
-    """Stages a previous run of the same work finished in this folder."""
+def _record_compression(folder: RunFolder, compression: str) -> None:
+    """Say the codec in the manifest, where the render and validate workers read it."""
+    manifest = folder.read_manifest()
+    if manifest.storage.compression != compression:
+        manifest.storage.compression = compression
+        folder.write_manifest(manifest)
+
+
+def _stages_to_keep(folder: RunFolder, fingerprint: str, keep: KeepMode = "all") -> list[str]:
+    """Stages a previous run of the same work finished in this folder, and that ``keep`` lets
+    a resume keep (``retention.resumable_stages``)."""
     if not folder.manifest_path.is_file():
         return []
     try:
@@ -101,14 +126,18 @@ def _stages_to_keep(folder: RunFolder, fingerprint: str) -> list[str]:
         for stage in ("rendered", "valid")
         for name in manifest.sources
     ):
-        return ["load"]  # render and validate redo exactly the stale parts
-    return list(manifest.stages_done)
+        return ["load"][: len(resumable_stages(manifest, keep))]
+    return resumable_stages(manifest, keep)
 
 
 def check_reject_shares(folder: RunFolder, limit: float) -> None:
     """Raise when a source rejects more than ``limit`` of its examples at load, or a template
     more than ``limit`` of its records at render and validate, naming each with its top rule."""
     manifest = folder.read_manifest()
+    if "valid" in manifest.storage.dropped:
+        # `--keep` dropped the records once the mix had run; this check stops a run before
+        # its mix, and the mix has been done.
+        return
     problems = []
     for name, counts in manifest.sources.items():
         # Rows a spec's `filter` leaves out are its intent, not a mistake.
@@ -125,8 +154,10 @@ def check_reject_shares(folder: RunFolder, limit: float) -> None:
                 f"source {name!r}: {len(loads)} of {counts.examples_in} examples "
                 f"rejected at load (mostly {rule})"
             )
+        # Every record rendered is valid or rejected by validate, so the valid parts and the
+        # rejects count them all (the rendered parts may be gone: `run --keep`).
         rendered: Counter[str] = Counter()
-        for path in folder.parts("rendered", name):
+        for path in folder.parts("valid", name):
             column = pq.read_table(path, columns=["template_id"]).column("template_id")
             rendered.update(column.to_pylist())
         rejected: dict[str, list[dict[str, Any]]] = {}
@@ -134,8 +165,7 @@ def check_reject_shares(folder: RunFolder, limit: float) -> None:
             for row in reject_lines(folder, stage, name):
                 rejected.setdefault(row["template_id"], []).append(row)
         for template, rows in sorted(rejected.items()):
-            # Records a render rejected never reach the rendered parts; validate's did.
-            total = rendered[template] + sum(r["stage"] == "render" for r in rows)
+            total = rendered[template] + len(rows)
             if total and len(rows) / total > limit:
                 problems.append(
                     f"template {template!r} of {name!r}: {len(rows)} of {total} records "

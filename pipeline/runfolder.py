@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import RunFolderError, os_cause
-from .models import Manifest, Recipe, Reject
+from .models import COMPRESSION_PATTERN, Manifest, Recipe, Reject
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -90,8 +90,42 @@ _OWN_FILES: dict[str, tuple[str, ...]] = {
     "mixed": (rf"{_SLUG}\.parquet", r"conflicts\.jsonl", r"\.buckets/b-\d{5}\.parquet"),
     "rejects": (rf"{_SLUG}/{_SLUG}/part-\d{{5}}\.jsonl",),
 }
+# What the stage that runs once ``needs`` is done reads from the run folder (render, validate,
+# mix, then export and the eval harness), and what it writes afresh or clears as stale. A
+# folder `run --keep` dropped is refused to the first and is back once the second has run.
+_READS_AFTER: dict[str, tuple[str, ...]] = {
+    "load": ("examples",),
+    "render": ("rendered", "examples"),
+    "validate": ("valid", "examples"),
+    "mix": ("mixed",),
+}
+_REWRITES_AFTER: dict[str, tuple[str, ...]] = {
+    "load": ("rendered", "valid", "mixed"),
+    "render": ("valid", "mixed"),
+    "validate": ("mixed",),
+}
 # mkstemp's temporary name for a final name: `.NAME.` + 8 random characters + `.tmp`.
 _TEMP_SUFFIX = r"\.[a-z0-9_]{8}\.tmp"
+
+
+# Every file the tool writes is zstd-compressed (level 1, Arrow's default), the export's always;
+# `run --compression` picks another codec for the examples, rendered and valid parts.
+DEFAULT_COMPRESSION = "zstd"
+COMPRESSIONS = ("zstd", "zstd:N", "lz4", "snappy", "gzip", "brotli", "none")
+_COMPRESSION = re.compile(COMPRESSION_PATTERN)
+
+
+def parse_compression(spec: str) -> tuple[str, int | None]:
+    """``zstd``, ``zstd:LEVEL`` (1-22), ``lz4``, ``snappy``, ``gzip``, ``brotli`` or ``none``, as
+    pyarrow's (codec, level)."""
+    match = _COMPRESSION.fullmatch(spec)
+    if match is None:
+        raise RunFolderError(
+            f"compression {spec!r}: use one of {', '.join(COMPRESSIONS)} (N: a level, 1-22)"
+        )
+    if match.group(1):
+        return "zstd", int(match.group(2)) if match.group(2) else None
+    return spec, None
 
 
 def _temporary_of(pattern: str) -> str:
@@ -161,7 +195,13 @@ class ParquetSink:
     Disk errors (full, read-only, gone) surface as one RunFolderError naming the file; the
     temporary file is removed, so no partial output is left under a final name."""
 
-    def __init__(self, path: Path, schema: pa.Schema, row_group_rows: int = 10_000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        row_group_rows: int = 10_000,
+        compression: str = DEFAULT_COMPRESSION,
+    ) -> None:
         self.path = path
         self.schema = schema
         self.row_group_rows = row_group_rows
@@ -172,7 +212,8 @@ class ParquetSink:
         except OSError as exc:
             raise _write_error(path, exc) from None
         try:
-            self._writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+            codec, level = parse_compression(compression)
+            self._writer = pq.ParquetWriter(tmp, schema, compression=codec, compression_level=level)
         except OSError as exc:
             self._ctx.__exit__(type(exc), exc, None)
             raise _write_error(path, exc) from None
@@ -433,7 +474,39 @@ class RunFolder:
                 f"{self.root}: stage {needs!r} has not run here yet; "
                 f"run `instructmix {needs}` first"
             )
+        if needs is not None:
+            self._check_not_dropped(manifest, needs)
+            # The stage starting now writes these afresh (or clears them as stale): from here
+            # on, they are that stage's, not gone.
+            rewritten = _REWRITES_AFTER.get(needs, ())
+            manifest.storage.dropped = [
+                name for name in manifest.storage.dropped if name not in rewritten
+            ]
         return manifest
+
+    def _check_not_dropped(self, manifest: Manifest, needs: str) -> None:
+        gone = [name for name in _READS_AFTER.get(needs, ()) if name in manifest.storage.dropped]
+        if not gone:
+            return
+        folders = " and ".join(f"{name}/" for name in gone)
+        recipe = f" {manifest.recipe_path}" if manifest.recipe_path else ""
+        data = " --data hub" if manifest.data == "hub" else ""
+        raise RunFolderError(
+            f"{self.root}: {folders} {'was' if len(gone) == 1 else 'were'} removed by "
+            f"`run --keep {manifest.storage.keep}` once every stage reading "
+            f"{'it' if len(gone) == 1 else 'them'} had run; rebuild with `instructmix run"
+            f"{recipe} --out {self.root}{data} --keep all` (the same recipe and catalog "
+            "options: it rebuilds what is gone, and the dataset comes out the same)"
+        )
+
+    def drop(self, name: str) -> None:
+        """Delete what ``run --keep`` drops of a stage folder: the parts of ``examples``,
+        ``rendered`` or ``valid``, or the mixture's split files (``mixed/conflicts.jsonl`` and
+        every reject stay). Only files by the tool's own names, as ``clear``."""
+        files = self._own_files(name)
+        if name == "mixed":
+            files = [p for p in files if not p.name.startswith(("conflicts.jsonl", ".conflicts"))]
+        self._delete(files, name)
 
     def write_manifest(self, manifest: Manifest) -> None:
         with atomic_text(self.manifest_path) as fh:
@@ -523,9 +596,62 @@ def write_rejects(path: Path, rejects: list[Reject]) -> None:
 
 
 def write_part(path: Path, table: pa.Table, run: str, row_group_rows: int = 10_000) -> None:
-    """One part, stamped with the fingerprint of the run that wrote it."""
-    with ParquetSink(path, with_run(table.schema, run), row_group_rows) as sink:
+    """One part, stamped with the fingerprint of the run that wrote it, in its run folder's
+    codec (a part lies at ``<out>/<stage>/<source>/part-NNNNN.parquet``)."""
+    codec = part_compression(path.parent.parent.parent)
+    with ParquetSink(path, with_run(table.schema, run), row_group_rows, codec) as sink:
         sink.write_table(table)
+
+
+# The codec each run folder's parts are written with, for `run --compression`: set in the
+# process that runs `run` (load writes its parts before the manifest can say it) ...
+_PART_COMPRESSION: dict[Path, str] = {}
+# ... and read from the manifest's `storage.compression` by worker processes and Ray tasks,
+# per manifest version (path -> (mtime_ns, size, codec)): one stat per part written.
+_MANIFEST_COMPRESSION: dict[Path, tuple[int, int, str]] = {}
+
+
+@contextmanager
+def parts_compressed(root: Path, compression: str) -> Iterator[None]:
+    """Within the block, this process writes the parts of the run folder ``root`` with
+    ``compression`` (the run also records it in the manifest, for its workers)."""
+    parse_compression(compression)
+    key = Path(root).resolve()
+    before = _PART_COMPRESSION.get(key)
+    _PART_COMPRESSION[key] = compression
+    try:
+        yield
+    finally:
+        if before is None:
+            _PART_COMPRESSION.pop(key, None)
+        else:
+            _PART_COMPRESSION[key] = before
+
+
+def part_compression(root: Path) -> str:
+    """The codec for a new part of the run folder ``root``."""
+    root = Path(root).resolve()
+    chosen = _PART_COMPRESSION.get(root)
+    if chosen is not None:
+        return chosen
+    path = root / "manifest.json"
+    try:
+        stat = path.stat()
+    except OSError:
+        return DEFAULT_COMPRESSION
+    cached = _MANIFEST_COMPRESSION.get(path)
+    if cached is not None and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+        return cached[2]
+    try:
+        storage = json.loads(path.read_text("utf-8")).get("storage") or {}
+        codec = str(storage.get("compression") or DEFAULT_COMPRESSION)
+        parse_compression(codec)
+    except (OSError, ValueError, AttributeError, RunFolderError):
+        # The stage reading this manifest reports what is wrong with it; a part is still
+        # written whole.
+        codec = DEFAULT_COMPRESSION
+    _MANIFEST_COMPRESSION[path] = (stat.st_mtime_ns, stat.st_size, codec)
+    return codec
 
 
 class PartSink:
