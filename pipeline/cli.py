@@ -74,7 +74,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the run manifest as
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
-        "--workers", "-w", help="Worker processes for render/validate (default: all cores)."
+        "--workers",
+        "-w",
+        help="Worker processes for load, render and validate (default: all cores; in `run`, "
+        "a build of under 50,000 rows and 100,000 records runs in this process, where starting "
+        "workers costs more than they save). The output is the same for any number.",
     ),
 ]
 ExecutorOpt = Annotated[

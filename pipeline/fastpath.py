@@ -89,18 +89,22 @@ def eligible(env: jinja2.Environment) -> bool:
 
 
 def plan(
-    env: jinja2.Environment, source: str, global_vars: Mapping[str, Any] | None = None
+    env: jinja2.Environment,
+    source: str,
+    global_vars: Mapping[str, Any] | None = None,
+    tree: nodes.Template | None = None,
 ) -> Program | None:
     """The text as a program of literals and getters, or None when Jinja must render it.
 
     ``global_vars``: the globals the Jinja render merges under the context (the template's,
-    which are the environment's unless given)."""
+    which are the environment's unless given). ``tree``: the text already parsed by ``env``."""
     if not eligible(env):
         return None
-    try:
-        tree = env.parse(source)
-    except Exception:  # the caller's Jinja compile reports it
-        return None
+    if tree is None:
+        try:
+            tree = env.parse(source)
+        except Exception:  # the caller's Jinja compile reports it
+            return None
     names = env.globals if global_vars is None else global_vars
     segments: list[tuple[str, Getter | None]] = []
     literal: list[str] = []

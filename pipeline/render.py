@@ -52,6 +52,8 @@ from .seeding import Prefix
 from .validate import has_template_syntax
 
 CHOICE_SEPARATOR = "|||"
+# Rendered exemplar texts kept per renderer (see ``Renderer._exemplar_parts``).
+EXEMPLAR_CACHE = 50_000
 # Chain-of-thought records end with this line (in the example's language: ``locales.yaml``);
 # validation reads the answer after it. The English one, for English-only callers.
 COT_ANSWER_PREFIX = "So the answer is: "
@@ -208,21 +210,23 @@ class CompiledTemplate:
             part = "gold_answers"
             self._gold = self._compile_list(env, spec.gold_answers)
             part = "the template"
-            prompt_texts = [
-                t for k, t in texts.items() if t and k in ("instruction", "input", "jinja")
-            ]
-            self.uses_options = any(
-                "options" in jinja2.meta.find_undeclared_variables(env.parse(t))
-                for t in prompt_texts
-            )
             all_texts = [t for t in texts.values() if t]
             all_texts += _list_texts(spec.answer_choices) + _list_texts(spec.gold_answers)
-            used = set().union(
-                *(jinja2.meta.find_undeclared_variables(env.parse(t)) for t in all_texts)
+            # Each text parsed once more for what it names (literal text names nothing).
+            trees = {t: env.parse(t) for t in all_texts if not is_literal(t)}
+            names = {t: jinja2.meta.find_undeclared_variables(tree) for t, tree in trees.items()}
+            self.uses_options = any(
+                "options" in names.get(t, ())
+                for k, t in texts.items()
+                if t and k in ("instruction", "input", "jinja")
             )
+            used = set().union(*names.values())
             # The per-record generator is built only for templates that draw from it.
             self.uses_rng = helpers.draws_randomness(used, all_texts)
-            self.bounded = all(is_bounded(env, t) for t in all_texts)
+            globals_ = dict(env.globals)
+            self.bounded = all(
+                fastpath.plan(env, t, globals_, tree) is not None for t, tree in trees.items()
+            )
         except Exception as exc:  # every compile error, whatever its class, is this template's
             self.error = RenderError(
                 "template_syntax",
@@ -456,6 +460,10 @@ class Renderer:
         # Exemplars are of the query's language: one pool per language, each sorted by id.
         self._pools: dict[str, list[Example]] = {}
         self._contexts: dict[str, dict[str, Any]] = {}
+        # An exemplar's texts through a template that does not place {{ options }} depend on
+        # the exemplar and the template alone (its draws are keyed by their ids): kept, as one
+        # exemplar serves many queries. Bounded: cleared when full.
+        self._exemplar_parts: dict[tuple[str, int], Parts] = {}
         # Whether an exemplar's own data may put Jinja delimiters into a few-shot prompt
         # (validation then takes them for data, not for a template left unrendered).
         self.pool_has_template_syntax = any(has_template_syntax(e.fields.values()) for e in pool)
@@ -686,6 +694,7 @@ class Renderer:
         compiled: CompiledTemplate,
         draw: Draw,
         base: dict[str, Any] | None = None,
+        exemplar: bool = False,
     ) -> tuple[str, str, list[str] | None, str | None, bool, list[str] | None]:
         """One example through one template in zero-shot form: (user, output, choices, system,
         whether the prompt shows the choices, gold answers). ``base``: the example's
@@ -721,7 +730,16 @@ class Renderer:
             block = format_options(choices, style, draw.opening, spec.option_target, form)
         context["answer_choices"] = choices
         context["options"] = block.text if block else ""
-        parts = compiled.render_parts(context)
+        if exemplar and not compiled.uses_options:
+            key = (example.example_id, id(compiled))
+            parts = self._exemplar_parts.get(key)  # type: ignore[assignment]
+            if parts is None:
+                parts = compiled.render_parts(context)
+                if len(self._exemplar_parts) >= EXEMPLAR_CACHE:
+                    self._exemplar_parts.clear()
+                self._exemplar_parts[key] = parts
+        else:
+            parts = compiled.render_parts(context)
         user = parts.instruction if not parts.input else f"{parts.instruction}\n\n{parts.input}"
         output = parts.output
         if block is not None:
@@ -822,7 +840,9 @@ class Renderer:
             if not self._may_exemplify(other, example):
                 continue
             try:
-                shot = self._single(other, compiled, draw, self._pool_context(other))[:2]
+                shot = self._single(
+                    other, compiled, draw, self._pool_context(other), exemplar=True
+                )[:2]
                 if cot:
                     shot = self._cot_turn(other, compiled, draw, *shot)
             except RenderError:

@@ -24,10 +24,19 @@ from .export import export_stage
 from .load import DataMode
 from .mix import mix_stage
 from .models import KeepMode, Manifest
+from .plan import plan_recipe
 from .progress import NullProgress, Progress
 from .retention import KEEP_MODES, apply_keep, resumable_stages
 from .runfolder import DEFAULT_COMPRESSION, RunFolder, parts_compressed, reject_lines
-from .stages import load_stage, prepare, render_validate_stage, validate_stage
+from .stages import (
+    Prepared,
+    load_stage,
+    prepare,
+    render_validate_stage,
+    templates_for_role,
+    templates_per_example,
+    validate_stage,
+)
 
 
 def run_recipe(
@@ -72,20 +81,27 @@ def run_recipe(
             progress=progress,
         )
         done = _stages_to_keep(folder, prepared.run_fingerprint, keep) if resume else []
-        if "load" not in done:
-            load_stage(None, folder.root, prepared=prepared, progress=progress)
-        _record_compression(folder, compression)
-        if "validate" not in done:
+        # One pool for load's shards and the render/validate parts: workers start once.
+        pool = None
+        if "load" not in done or "validate" not in done:
             memory_mb = prepared.recipe.limits.max_worker_memory_mb
+            if workers is None and executor == "local" and _small(prepared):
+                workers = 1
             pool = make_executor(executor, workers, address, memory_mb)
-            try:
+        try:
+            if "load" not in done:
+                load_stage(None, folder.root, prepared=prepared, progress=progress, executor=pool)
+            _record_compression(folder, compression)
+            if "validate" not in done:
+                assert pool is not None
                 if "render" not in done:
                     render_validate_stage(
                         folder.root, executor=pool, progress=progress, resume=True
                     )
                 else:
                     validate_stage(folder.root, executor=pool, progress=progress, resume=True)
-            finally:
+        finally:
+            if pool is not None:
                 pool.close()
         apply_keep(folder, keep)
         if max_reject_share:
@@ -96,6 +112,34 @@ def run_recipe(
         if "export" not in done:
             export_stage(folder.root, progress=progress)
         return apply_keep(folder, keep)
+
+
+# Below these, a build runs in this process when no worker count is asked for: starting worker
+# processes (each imports the pipeline, ~1 s) costs more than they save. Measured on the
+# default recipe (29,924 rows, 19,744 records, 2 cores): 7.5 s in-process, 9.4 s on 2 workers.
+SMALL_ROWS = 50_000
+SMALL_RECORDS = 100_000
+
+
+def _small(prepared: Prepared) -> bool:
+    """Whether the build is too small for worker processes to pay off: few rows to load and
+    few records to render (the plan's examples times templates per example)."""
+    recipe, catalog = prepared.recipe, prepared.catalog
+    sizes = {
+        name: (
+            sum(len(s) for s in prepared.opened[name]),
+            templates_for_role(recipe, catalog.templates_for(name), prepared.members[name].role),
+        )
+        for name in prepared.members
+    }
+    rows = sum(size for size, _ in sizes.values())
+    plans = plan_recipe(recipe, sizes, prepared.members)
+    records = sum(
+        min(plans[name].examples_needed, size) * templates_per_example(recipe, templates)
+        for name, (size, templates) in sizes.items()
+        if name in plans
+    )
+    return rows < SMALL_ROWS and records < SMALL_RECORDS
 
 
 def _record_compression(folder: RunFolder, compression: str) -> None:
