@@ -130,6 +130,24 @@ def names_choice(folded: str, choice: str) -> bool:
     return False
 
 
+def names_within(literal: str, choice: str) -> bool:
+    """Whether ``literal`` (casefolded text a template always prints) names ``choice`` with
+    both word edges inside it: then every prompt that holds ``literal`` names the choice, as
+    ``names_choice`` judges it, whatever the data printed around it."""
+    c, left, right = _folded_choice(choice)
+    if not c:
+        return True
+    n, size = len(c), len(literal)
+    j = literal.find(c)
+    while j >= 0:
+        if (not left or (j > 0 and not _is_word(literal[j - 1]))) and (
+            not right or (j + n < size and not _is_word(literal[j + n]))
+        ):
+            return True
+        j = literal.find(c, j + 1)
+    return False
+
+
 @functools.lru_cache(maxsize=4096)
 def _folded_choice(choice: str) -> tuple[str, bool, bool]:
     """A choice as ``names_choice`` looks for it, and whether each end must be a word edge."""

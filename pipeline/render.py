@@ -39,7 +39,7 @@ from .models import (
     SourceSpec,
     TemplateSpec,
 )
-from .options import format_options, names_choice, styles_for
+from .options import format_options, names_choice, names_within, styles_for
 from .sandbox import (
     Deadline,
     ObjectRendered,
@@ -184,6 +184,8 @@ class CompiledTemplate:
         # Whether every text is literal or pure substitution (``fastpath``): such a render
         # has no loop to run away in, so it needs no timer (two system calls per record).
         self.bounded = False
+        self._literals: list[str] = []
+        self._named: dict[tuple[str, ...], bool] = {}
         self._parts: dict[str, Renderable | None] = {}
         self._choices: list[Renderable] | Renderable | None = None
         self._gold: list[Renderable] | Renderable | None = None
@@ -221,6 +223,14 @@ class CompiledTemplate:
                 if t and k in ("instruction", "input", "jinja")
             )
             used = set().union(*names.values())
+            # What the prompt prints whatever the data: top-level literal text of the
+            # instruction and input (not inside a condition or loop), casefolded.
+            self._literals = [
+                node.data.casefold()
+                for key in ("instruction", "input")
+                if texts[key]
+                for node in _top_level_text(trees.get(texts[key] or ""), texts[key] or "")
+            ]
             # The per-record generator is built only for templates that draw from it.
             self.uses_rng = helpers.draws_randomness(used, all_texts)
             globals_ = dict(env.globals)
@@ -250,6 +260,17 @@ class CompiledTemplate:
             return cls._compile(env, value)
         return [cls._compile(env, v) for v in value]
 
+
+    def always_names(self, choices: Sequence[str]) -> bool:
+        """Whether the template's own literal text names every choice, so ``shows_all`` holds
+        for every prompt it makes (checked once per choice list, not once per record)."""
+        key = tuple(choices)
+        found = self._named.get(key)
+        if found is None:
+            found = self._named[key] = all(
+                any(names_within(lit, c) for lit in self._literals) for c in choices
+            )
+        return found
 
     def render_choices(self, context: dict[str, Any]) -> list[str] | None:
         if self._literal_choices is not None and self.error is None:
@@ -326,6 +347,20 @@ class CompiledTemplate:
             f"{t.path}: template {t.spec.id!r}: {part}: {type(exc).__name__}: {exc}",
             t.spec.id,
         )
+
+
+def _top_level_text(tree: jinja2.nodes.Template | None, text: str) -> list[Any]:
+    """The literal pieces a text always prints: all of a literal text, else the TemplateData
+    of its top-level output nodes."""
+    if tree is None:
+        return [jinja2.nodes.TemplateData(text)]
+    return [
+        child
+        for node in tree.body
+        if isinstance(node, jinja2.nodes.Output)
+        for child in node.nodes
+        if isinstance(child, jinja2.nodes.TemplateData)
+    ]
 
 
 def _list_texts(value: str | list[str] | None) -> list[str]:
@@ -749,7 +784,9 @@ class Renderer:
                 output = block.targets[choices.index(output)]
             choices = block.targets
         shown = block is not None or bool(
-            choices and spec.metadata.choices_in_prompt and shows_all(user, choices)
+            choices
+            and spec.metadata.choices_in_prompt
+            and (compiled.always_names(choices) or shows_all(user, choices))
         )
         return user, output, choices, parts.system, shown, gold
 

@@ -21,6 +21,7 @@ from pipeline.preview import sample_examples
 from pipeline.render import Renderer, RenderError, to_record
 from pipeline.runfolder import PART_SCHEMA
 from pipeline.validate import check_record, check_table
+from tests.test_validate import record
 
 LIMITS = Limits()
 # Every form, options shown half the time, two templates per example: what run draws.
@@ -79,27 +80,8 @@ def test_real_records_pass_both_checks_alike(builtin_catalog: Catalog) -> None:
 
 
 def _row(**changes: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": "0123456789abcdef0123456789abcdef",
-        "messages": [
-            {"role": "user", "content": "Is the sky blue? Answer yes or no."},
-            {"role": "assistant", "content": "yes"},
-        ],
-        "source": "s",
-        "task": "t",
-        "cluster": "c",
-        "template_id": "tpl",
-        "variant": "zero_shot_opt",
-        "answer_choices": ["yes", "no"],
-        "gold_answers": None,
-        "example_id": "e1",
-        "split": "train",
-        "language": "en",
-        "license": "CC0-1.0",
-        "out_split": "train",
-    }
-    row.update(changes)
-    return row
+    # The record test_validate checks rules on, as a part holds it (gold answers, out_split).
+    return record(**{"gold_answers": None, "out_split": "train", **changes})
 
 
 def _turns(*pairs: tuple[str, str]) -> list[dict[str, str]]:
@@ -205,3 +187,47 @@ def test_planted_records_get_the_rule_and_message_check_record_gives(sliced: boo
         "good", "good_system", "good_multi_turn", "no_out_split", "blank_system_is_fine",
         "no_choices", "gold_hit", "cot_good",
     }  # fmt: skip
+
+
+def test_templates_that_name_their_choices_in_literal_text_are_labelled_as_before(
+    builtin_catalog: Catalog,
+) -> None:
+    """``CompiledTemplate.always_names`` skips the per-record ``shows_all`` test when the
+    template's own literal text names every choice; the label must be the one that test gives."""
+    from pipeline.render import shows_all
+
+    checked = 0
+    for source in builtin_catalog.sources:
+        table, _ = rendered_table(builtin_catalog, source)
+        specs = {t.spec.id: t.spec for t in builtin_catalog.templates_for(source)}
+        for row in table.to_pylist():
+            spec = specs[row["template_id"]]
+            if not spec.metadata.choices_in_prompt or not row["variant"].startswith("zero_shot"):
+                continue
+            if "options" in (spec.instruction or "") + (spec.input or ""):
+                continue  # the template places the options block itself
+            prompt = row["messages"][-2]["content"]
+            choices = row["answer_choices"]
+            assert row["variant"].endswith("_opt") == bool(choices and shows_all(prompt, choices))
+            checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize(
+    ("literal", "choice", "named"),
+    [
+        ("answer yes or no.", "yes", True),
+        ("answer yes or no.", "no", True),
+        ("nobody knows", "no", False),  # not a word of its own
+        ("yes or no", "yes", False),  # at the literal's edge: the data before it may be a word
+        ("is it true or false", "false", False),  # at the end: the data after it may be a word
+        ("pick (a) or (b)", "(a)", True),  # a choice that is no word needs no edges
+        ("", "", True),
+    ],
+)
+def test_names_within_needs_both_edges_inside_the_literal(
+    literal: str, choice: str, named: bool
+) -> None:
+    from pipeline.options import names_within
+
+    assert names_within(literal, choice) is named
