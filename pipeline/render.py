@@ -301,30 +301,29 @@ class CompiledTemplate:
         """Render the texts against a context that already holds ``answer_choices``/``options``."""
         if self.error is not None:
             raise self.error
+        fns = self._parts
         part = "jinja"
         try:
-            if self._parts["jinja"] is not None:
-                instruction, output = self._split_jinja(self._text("jinja", context))
+            fn = fns["jinja"]
+            if fn is not None:
+                instruction, output = self._split_jinja(fn(context).strip())
                 input_text = None
             else:
                 part = "instruction"
-                instruction = self._text("instruction", context)
+                instruction = fns["instruction"](context).strip()  # type: ignore[misc]
                 part = "input"
-                input_text = self._text("input", context) if self._parts["input"] else None
+                fn = fns["input"]
+                input_text = fn(context).strip() if fn is not None else None
                 part = "output"
-                output = self._text("output", context)
+                output = fns["output"](context).strip()  # type: ignore[misc]
             part = "system"
-            system = self._text("system", context) if self._parts["system"] else None
+            fn = fns["system"]
+            system = fn(context).strip() if fn is not None else None
         except RenderError:
             raise
         except Exception as exc:
             raise self._fail(part, exc) from None
         return Parts(instruction, input_text or None, output, system, context["answer_choices"])
-
-    def _text(self, name: str, context: dict[str, Any]) -> str:
-        fn = self._parts[name]
-        assert fn is not None
-        return fn(context).strip()
 
     def _split_jinja(self, text: str) -> tuple[str, str]:
         # promptsource's contract: the rendered text is prompt ||| target.

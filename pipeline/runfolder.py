@@ -603,6 +603,19 @@ def write_part(path: Path, table: pa.Table, run: str, row_group_rows: int = 10_0
         sink.write_table(table)
 
 
+def link_part(path: Path, same_as: Path, table: pa.Table, run: str) -> None:
+    """Write ``path`` holding what the part ``same_as`` holds (``table``, the same run): a hard
+    link to it where the file system allows (a validated part that lost no record is the
+    rendered part, byte for byte: one encode and one copy on disk instead of two), else a
+    write of its own."""
+    try:
+        with atomic_path(path) as tmp:
+            tmp.unlink()
+            os.link(same_as, tmp)
+    except (OSError, RunFolderError):
+        write_part(path, table, run)
+
+
 # The codec each run folder's parts are written with, for `run --compression`: set in the
 # process that runs `run` (load writes its parts before the manifest can say it) ...
 _PART_COMPRESSION: dict[Path, str] = {}

@@ -49,6 +49,7 @@ from .runfolder import (
     PartSink,
     RejectSink,
     RunFolder,
+    link_part,
     num_rows,
     part_run,
     read_batches,
@@ -670,7 +671,8 @@ def render_validate_part(task: PartTask) -> PartResult:
     table = records.table()
     valid, validate_rejects = _validate_records(task, table, with_syntax)
     _finish_part(folder, "render", task, table, render_rejects)
-    _finish_part(folder, "validate", task, valid, validate_rejects)
+    rendered = folder.part("rendered", task.source, task.part)
+    _finish_part(folder, "validate", task, valid, validate_rejects, same_as=rendered)
     return PartResult(n)
 
 
@@ -764,11 +766,23 @@ def _validate_records(
 
 
 def _finish_part(
-    folder: RunFolder, stage: str, task: PartTask, table: pa.Table, rejects: list[Reject]
+    folder: RunFolder,
+    stage: str,
+    task: PartTask,
+    table: pa.Table,
+    rejects: list[Reject],
+    same_as: Path | None = None,
 ) -> None:
+    """Write a part's rejects, then the part; ``same_as``: a part holding this very table,
+    written by the same task in the same codec, to link to when nothing was rejected."""
     # Rejects first: the part's parquet file appearing is what marks the part done.
     write_rejects(folder.rejects(stage, task.source, task.part), rejects)
-    write_part(folder.part(OUTPUT_DIR[stage], task.source, task.part), table, task.run)
+    path = folder.part(OUTPUT_DIR[stage], task.source, task.part)
+    if same_as is not None and not rejects:
+        # Every record passed: the valid part is the rendered part this task just wrote.
+        link_part(path, same_as, table, task.run)
+    else:
+        write_part(path, table, task.run)
 
 
 def _examples_with_template_syntax(path: Path) -> set[str]:

@@ -32,17 +32,17 @@ CALCULATOR = re.compile(r"<<[^<>]*>>")
 # PTB conventions, undone in this order. Quotes first, so the spacing rules below see plain
 # double quotes.
 _BRACKETS = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
-# Each step comes with the characters one of which any text it changes holds (None: no such
-# test), so a step that cannot match is not run: most of a plain text's steps, per row.
-_PTB_STEPS: list[tuple[re.Pattern[str], str, str | None]] = [
-    (re.compile(r"``\s*"), '"', "`"),  # opening quote: attach to the next word
-    (re.compile(r"\s*''"), '"', "'"),  # closing quote: attach to the previous word
+# Each step comes with the characters one of which any text it changes holds, so a step that
+# cannot match is not run: most of a plain text's steps, per row.
+_PTB_STEPS: list[tuple[re.Pattern[str], str, frozenset[str]]] = [
+    (re.compile(r"``\s*"), '"', frozenset("`")),  # opening quote: attach to the next word
+    (re.compile(r"\s*''"), '"', frozenset("'")),  # closing quote: attach to the previous word
     # No space before closing punctuation, but ".537" is a number, not a full stop.
-    (re.compile(r"\s+([,;:!?%)\]}]|\.(?!\d))"), r"\1", ",;:!?%)]}."),
-    (re.compile(r"([(\[{$#])\s+"), r"\1", "([{$#"),  # nor after opening brackets and currency
-    (re.compile(r"\s+(n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE), r"\1", "'"),  # contractions
-    (re.compile(r"(?<=\ws) '(?=\s)"), "'", "'"),  # plural possessive: "girls ' school"
-    (re.compile(r"\s+"), " ", None),
+    (re.compile(r"\s+([,;:!?%)\]}]|\.(?!\d))"), r"\1", frozenset(",;:!?%)]}.")),
+    # Nor after opening brackets and currency.
+    (re.compile(r"([(\[{$#])\s+"), r"\1", frozenset("([{$#")),
+    (re.compile(r"\s+(n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE), r"\1", frozenset("'")),
+    (re.compile(r"(?<=\ws) '(?=\s)"), "'", frozenset("'")),  # plural possessive: "girls ' school"
 ]
 # Quotes standing alone as tokens (a straight double quote, or PTB's two backticks and two
 # apostrophes) are paired up by position, odd ones opening, even ones closing: the position
@@ -64,9 +64,11 @@ def detokenize(text: str) -> str:
     if '"' in text or "``" in text or "''" in text:
         text = _pair_straight_quotes(text)
     for pattern, replacement, needs in _PTB_STEPS:
-        if needs is None or any(c in text for c in needs):
+        if not needs.isdisjoint(text):
             text = pattern.sub(replacement, text)
-    return text.strip()
+    # Runs of whitespace to one space, ends stripped: what re's \s+ and strip() do (both take
+    # str.isspace's whitespace), in one C call.
+    return " ".join(text.split())
 
 
 def _pair_straight_quotes(text: str) -> str:
