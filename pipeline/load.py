@@ -102,11 +102,6 @@ class RowError(ValueError):
 
 def open_source(source: Source, data: DataMode) -> list[SplitData]:
     """Open every split of a source, as Arrow-backed datasets (memory-mapped, not in RAM)."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    # We report read errors ourselves, with the file and line; datasets would log them too.
-    logging.getLogger("datasets").setLevel(logging.CRITICAL)
     if source.spec.license_by is not None:
         # Jinja that cannot compile stops here, before any row is read.
         LicensePicker.of(source)
@@ -117,7 +112,7 @@ def open_source(source: Source, data: DataMode) -> list[SplitData]:
         paths = source.sample_paths()
         assert sample is not None
         return [
-            _open_sample(source, datasets, entry, path)
+            _open_sample(source, entry, path)
             for entry, path in zip(sample.entries, paths, strict=True)
         ]
     hub = source.spec.hub
@@ -126,6 +121,7 @@ def open_source(source: Source, data: DataMode) -> list[SplitData]:
             f"{source.path}: source {source.name!r} has no 'hub' (its data is local only); "
             "build it with --data sample"
         )
+    datasets = _datasets()
     out = []
     for split in hub.splits_read:
         where = hub_where(hub, split)
@@ -180,7 +176,18 @@ def _hub_problem(hub: HubSpec, exc: BaseException) -> str:
     return text
 
 
-def _open_sample(source: Source, datasets: Any, entry: SampleFile, path: Path) -> SplitData:
+def _datasets() -> Any:
+    """``datasets``, imported where a source needs it (the Hub, a parquet sample): a build of
+    CSV and JSON samples never pays its import (a third of a second, pandas with it)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    # We report read errors ourselves, with the file and line; datasets would log them too.
+    logging.getLogger("datasets").setLevel(logging.CRITICAL)
+    return datasets
+
+
+def _open_sample(source: Source, entry: SampleFile, path: Path) -> SplitData:
     sample = source.spec.sample
     assert sample is not None
     fmt = sample.format or _format_of(path.name)
@@ -211,7 +218,7 @@ def _open_sample(source: Source, datasets: Any, entry: SampleFile, path: Path) -
             raise
         return SplitData(entry.split, table, table.where, entry.language, sampled=True)
     try:
-        ds = datasets.load_dataset(
+        ds = _datasets().load_dataset(
             fmt, data_files={entry.split: str(path.resolve())}, split=entry.split
         )
     except Exception as exc:
