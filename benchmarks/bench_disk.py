@@ -76,6 +76,9 @@ def _dataset_records(dataset: Path) -> int:
 def folder_usage(out: Path) -> dict[str, Any]:
     """Per stage folder: files, bytes, rows and bytes per row; and the folder's total."""
     stages: dict[str, dict[str, Any]] = {}
+    # A valid part that lost no record is a hard link to its rendered part: its bytes are on
+    # disk once, counted under the first folder that names them.
+    seen: set[tuple[int, int]] = set()
     for name in STAGE_DIRS:
         root = out / name
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
@@ -86,7 +89,12 @@ def folder_usage(out: Path) -> dict[str, Any]:
             rows = sum(_rows(p) for p in files if p.suffix == ".parquet")
         else:
             rows = sum(_rows(p) for p in files)
-        size = sum(p.stat().st_size for p in files)
+        size = 0
+        for p in files:
+            st = p.stat()
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                size += st.st_size
         stages[name] = {"files": len(files), "bytes": size, "rows": rows}
     manifest = out / "manifest.json"
     stages["manifest.json"] = {
