@@ -21,10 +21,10 @@ import hashlib
 import re
 import sys
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
-from itertools import repeat
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +35,8 @@ from .dedup import fold
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
+# What match_many takes: Python strings, or an Arrow string column (``conversation_texts``).
+Texts: TypeAlias = "Sequence[str] | pa.Array | pa.ChunkedArray"
 
 # Odd, so multiplication by it is invertible modulo 2**64 and a window's hash keeps every
 # token's contribution.
@@ -72,15 +74,85 @@ def _ranges(code_points: Iterable[int]) -> list[tuple[int, int]]:
 
 
 @cache
+def _every_code_point() -> str:
+    return "".join(map(chr, range(sys.maxunicode + 1)))
+
+
+@cache
+def _marks() -> npt.NDArray[np.bool_]:
+    # One pass of unicodedata.category over a string of every code point: eight times faster
+    # than a generator calling chr() per code point, and this runs in every mix.
+    cats = map(unicodedata.category, _every_code_point())
+    return np.fromiter((c[0] == "M" for c in cats), dtype=np.bool_, count=sys.maxunicode + 1)
+
+
+@cache
 def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     # Combining marks (M*) belong to the word they follow: Python's \w leaves them out, which
     # would cut Hindi "हिन्दी" into ह न द and drop its vowel signs.
-    marks = _ranges(
-        cp for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp))[0] == "M"
-    )
+    marks = _ranges(np.flatnonzero(_marks()).tolist())
     word = re.compile(rf"[\w{_char_class(marks)}]+", re.UNICODE)
     spaced = re.compile(rf"([{_char_class(_CHARACTER_TOKENS)}])", re.UNICODE)
     return word, spaced
+
+
+# What ``tokens`` does with each code point of a folded text, as one table: part of a word run,
+# a token by itself (a word character of the scripts in _CHARACTER_TOKENS), or a separator.
+_SEPARATOR, _WORD, _SINGLE = 0, 1, 2
+
+
+@cache
+def _classes() -> npt.NDArray[np.uint8]:
+    # \w in a str pattern is str.isalnum() or "_" (CPython's _sre: SRE_UNI_IS_WORD).
+    word = np.fromiter(
+        map(str.isalnum, _every_code_point()), dtype=np.bool_, count=sys.maxunicode + 1
+    )
+    word[ord("_")] = True
+    word |= _marks()
+    classes = np.where(word, _WORD, _SEPARATOR).astype(np.uint8)
+    for a, b in _CHARACTER_TOKENS:
+        block = classes[a : b + 1]
+        block[block == _WORD] = _SINGLE
+    return classes
+
+
+def _tokens_many(texts: Sequence[str]) -> Iterator[list[str]]:
+    """``tokens`` of each text, the texts that are not ASCII cut by ``_spelled`` in batches."""
+    for start in range(0, len(texts), _BATCH):
+        batch = texts[start : start + _BATCH]
+        other = [i for i, t in enumerate(batch) if not t.isascii()]
+        spelled: list[list[str]] = [[] for _ in other]
+        if other:
+            words, of = _spelled([batch[i] for i in other])
+            for word, k in zip(words, of.tolist(), strict=True):
+                spelled[k].append(word)
+        by_row = dict(zip(other, spelled, strict=True))
+        for i, text in enumerate(batch):
+            yield by_row[i] if i in by_row else _ASCII_WORD.findall(text.lower())
+
+
+def _spelled(texts: Sequence[str]) -> tuple[list[str], I64]:
+    """``tokens`` of every text at once, for texts that are not all ASCII: the words, in order,
+    and the text each comes from. The folded texts are classified code point by code point in
+    one numpy gather (``_classes``) and cut where the class changes, instead of a regular
+    expression whose character class of every combining mark is slow to test."""
+    folded = [fold(t) for t in texts]
+    joined = "\n".join(folded)  # a separator, so no word runs from one text into the next
+    codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    classes = _classes()[codes]
+    word = classes == _WORD
+    single = np.flatnonzero(classes == _SINGLE)
+    edges = np.diff(word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.concatenate([np.flatnonzero(edges == 1), single])
+    ends = np.concatenate([np.flatnonzero(edges == -1), single + 1])
+    ranked = np.argsort(starts, kind="stable")
+    starts, ends = starts[ranked], ends[ranked]
+    lengths = np.fromiter(map(len, folded), dtype=np.int64, count=len(folded))
+    text_starts = np.zeros(len(folded), dtype=np.int64)
+    np.cumsum(lengths[:-1] + 1, out=text_starts[1:])
+    parents = np.searchsorted(text_starts, starts, side="right") - 1
+    words = [joined[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    return words, parents.astype(np.int64)
 
 
 _ASCII_WORD = re.compile(r"\w+", re.UNICODE)
@@ -108,9 +180,16 @@ def conversation_texts(messages: pa.Array | pa.ChunkedArray) -> list[str]:
 
     Every turn counts, so an evaluation example quoted in a prompt together with its answer is
     found even where the overlap runs across the turn boundary. A null content or conversation
-    is empty text. Five times faster than joining ``to_pylist()`` rows, all in Arrow."""
+    is empty text."""
+    texts: list[str] = conversation_text_array(messages).to_pylist()
+    return texts
+
+
+def conversation_text_array(messages: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    """``conversation_texts`` as an Arrow string column, all in Arrow (five times faster than
+    joining ``to_pylist()`` rows), for ``match_many`` and ``contaminated`` to take as is."""
     chunks = messages.chunks if isinstance(messages, pa.ChunkedArray) else [messages]
-    out: list[str] = []
+    out: list[pa.Array] = []
     for chunk in chunks:
         lengths = pc.fill_null(pc.list_value_length(chunk), 0).to_numpy(zero_copy_only=False)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
@@ -118,8 +197,8 @@ def conversation_texts(messages: pa.Array | pa.ChunkedArray) -> list[str]:
         # flatten() drops the values behind null lists, which list_value_length counts as 0.
         contents = pc.fill_null(pc.struct_field(chunk.flatten(), "content"), "")
         lists = pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), contents)
-        out += pc.binary_join(lists, "\n").to_pylist()
-    return out
+        out.append(pc.binary_join(lists, "\n"))
+    return pa.chunked_array(out, type=pa.string())
 
 
 def _token_hashes(words: Iterable[str]) -> U64:
@@ -161,8 +240,8 @@ class EvalIndex:
         self.skipped_ids: list[str] = []
         self._vocabulary: dict[str, int] = {}
         sequences: list[list[int]] = []
-        for item_id, text in pairs:
-            words = tokens(text)
+        pairs = list(pairs)
+        for (item_id, _), words in zip(pairs, _tokens_many([t for _, t in pairs]), strict=True):
             if len(words) < min_tokens:
                 self.skipped_ids.append(item_id)
                 continue
@@ -212,27 +291,85 @@ class EvalIndex:
         """The first overlap of ``text`` with the evaluation data, or None."""
         return self.match_many([text])[0]
 
-    def match_many(self, texts: Sequence[str]) -> list[Overlap | None]:
-        """``match`` for each text, in order; texts are processed in batches, with numpy."""
+    def match_many(self, texts: Texts) -> list[Overlap | None]:
+        """``match`` for each text, in order (a list of str or an Arrow string array); texts
+        are processed in batches, with Arrow and numpy."""
         out: list[Overlap | None] = []
-        for start in range(0, len(texts), _BATCH):
-            out += self._match_batch(texts[start : start + _BATCH])
+        for batch in _batches(texts):
+            found: list[Overlap | None] = [None] * len(batch)
+            hits = self._first_hits(batch)
+            if hits is not None:
+                for t, begin, size, item in zip(*hits, strict=True):
+                    words = tokens(batch[int(t)].as_py())[int(begin) : int(begin + size)]
+                    found[int(t)] = Overlap(self.item_ids[int(item)], " ".join(words))
+            out += found
         return out
 
-    def _match_batch(self, texts: Sequence[str]) -> list[Overlap | None]:
-        found: list[Overlap | None] = [None] * len(texts)
-        if not self._tables or not texts:
-            return found
+    def contaminated(self, texts: Texts) -> npt.NDArray[np.bool_]:
+        """True for each text that ``match`` finds an overlap in: the same decision, without
+        building the overlaps (a mix keeps one flag per record, never the spans)."""
+        out = np.zeros(len(texts), dtype=np.bool_)
+        at = 0
+        for batch in _batches(texts):
+            hits = self._first_hits(batch, spans=False)
+            if hits is not None:
+                out[at + hits[0]] = True
+            at += len(batch)
+        return out
+
+    def _token_ids(self, texts: pa.StringArray) -> tuple[I64, I64]:
+        """The tokens of a batch of texts as vocabulary ids, -1 for a token the evaluation side
+        never uses, each text followed by one -1 (so no window spans two texts); and where
+        each text starts.
+
+        ASCII texts (most) are tokenised in Arrow: ``fold`` is ``lower()`` for them and ``\\w``
+        is ``[0-9a-z_]`` after it, so splitting the lowered text on runs of anything else gives
+        exactly ``tokens``'s words; the other texts are cut by ``_spelled``, which gives
+        ``tokens``'s words too. Each distinct word of the batch is looked up in the vocabulary
+        once."""
+        n = len(texts)
+        given = pc.fill_null(texts, "")
+        ascii_rows = pc.string_is_ascii(given)
+        other = np.flatnonzero(~ascii_rows.to_numpy(zero_copy_only=False))
+        plain = pc.if_else(ascii_rows, given, "") if len(other) else given
+        words = pc.split_pattern_regex(pc.ascii_lower(plain), r"[^0-9a-z_]+")
+        flat = pc.list_flatten(words)
+        parents = pc.list_parent_indices(words).to_numpy(zero_copy_only=False).astype(np.int64)
+        nonempty = pc.greater(pc.binary_length(flat), 0)
+        flat = flat.filter(nonempty)
+        parents = parents[nonempty.to_numpy(zero_copy_only=False)]
+        if len(other):
+            spelled, of = _spelled(given.take(pa.array(other)).to_pylist())
+            flat = pa.concat_arrays([flat, pa.array(spelled, type=pa.string())])
+            parents = np.concatenate([parents, other[of]])
+            # Each text's words come from one side, in order: a stable sort by text suffices.
+            ranked = np.argsort(parents, kind="stable")
+            flat, parents = flat.take(pa.array(ranked)), parents[ranked]
+        encoded = pc.dictionary_encode(flat)
         get = self._vocabulary.get
-        ids: list[int] = []
-        starts: list[int] = []
-        for text in texts:
-            starts.append(len(ids))
-            # A token the evaluation side never uses cannot be in a matching window; -1 marks
-            # it, and one -1 after each text keeps windows from spanning two texts.
-            ids.extend(map(get, tokens(text), repeat(-1)))
-            ids.append(-1)
-        token_ids = np.asarray(ids, dtype=np.int64)
+        lookup = np.fromiter(
+            (get(w, -1) for w in encoded.dictionary.to_pylist()),
+            dtype=np.int64,
+            count=len(encoded.dictionary),
+        )
+        counts = np.bincount(parents, minlength=n)
+        starts = np.zeros(n, dtype=np.int64)
+        np.cumsum(counts[:-1] + 1, out=starts[1:])
+        ids = np.full(len(parents) + n, -1, dtype=np.int64)
+        ids[np.arange(len(parents)) + parents] = lookup[
+            encoded.indices.to_numpy(zero_copy_only=False)
+        ]
+        return ids, starts
+
+    def _first_hits(
+        self, texts: pa.StringArray, spans: bool = True
+    ) -> tuple[I64, I64, I64, I64] | None:
+        """Each matching text's first overlap: (text, its first token, the token count, the
+        item), texts in order; None when no text matches. ``spans=False`` leaves the count at
+        the window's, unextended."""
+        if not self._tables or not len(texts):
+            return None
+        token_ids, offsets = self._token_ids(texts)
         unknown = token_ids < 0
         hashes = np.where(unknown, np.uint64(0), self._token_hash[token_ids]).astype(np.uint64)
         unknown_before = np.zeros(len(token_ids) + 1, dtype=np.int64)
@@ -263,23 +400,36 @@ class EvalIndex:
 
         at = np.concatenate(hit_start)
         if not len(at):
-            return found
+            return None
         sizes = np.concatenate(hit_length)
         item = np.concatenate(hit_item)
         # The first match of a text: its earliest start, the longest window there.
         ranked = np.lexsort((-sizes, at))
         at, sizes, item = at[ranked], sizes[ranked], item[ranked]
-        offsets = np.asarray(starts, dtype=np.int64)
         text_of = np.searchsorted(offsets, at, side="right") - 1
         _, first = np.unique(text_of, return_index=True)
-        for k in first:
-            t, begin, size, hit = int(text_of[k]), int(at[k]), int(sizes[k]), int(item[k])
-            if size == self.n and full_hits is not None:
-                size += _run_length(full_hits, begin, hit)
-            local = begin - int(offsets[t])
-            words = tokens(texts[t])[local : local + size]
-            found[t] = Overlap(self.item_ids[hit], " ".join(words))
-        return found
+        text_of, at, sizes, item = text_of[first], at[first], sizes[first], item[first]
+        if spans and full_hits is not None:
+            for k in np.flatnonzero(sizes == self.n):
+                sizes[k] += _run_length(full_hits, int(at[k]), int(item[k]))
+        return text_of, at - offsets[text_of], sizes, item
+
+
+def _batches(texts: Texts) -> Iterator[pa.StringArray]:
+    """``texts`` as string arrays of at most ``_BATCH`` texts (a batch's words and windows are
+    what the training side holds at once)."""
+    if isinstance(texts, pa.ChunkedArray):
+        arrays: Iterable[pa.Array] = texts.chunks
+    elif isinstance(texts, pa.Array):
+        arrays = [texts]
+    else:
+        arrays = (
+            pa.array(texts[i : i + _BATCH], type=pa.string()) for i in range(0, len(texts), _BATCH)
+        )
+    for array in arrays:
+        for start in range(0, len(array), _BATCH):
+            batch = array.slice(start, _BATCH)
+            yield batch if pa.types.is_string(batch.type) else batch.cast(pa.string())
 
 
 def _window_hashes(token_hashes: U64, length: int) -> U64:

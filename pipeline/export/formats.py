@@ -142,6 +142,134 @@ def _flan(rows: list[list[Message]]) -> dict[str, list[Any]]:
     return {"inputs": inputs, "targets": [c.answer for c in convs]}
 
 
+# --------------------------------------------------------------------------- columnar layouts
+# The same layouts computed on Arrow columns, a batch at a time, for the export's hot path: the
+# functions above are their definition (and what tests compare against); these give the same
+# values and types without building a Python object per turn.
+
+_ROLES = pa.array(["system", "user", "assistant"])
+_SHAREGPT_NAMES = pa.array([_SHAREGPT_ROLES[r] for r in ("system", "user", "assistant")])
+
+
+@dataclass(frozen=True)
+class _Turns:
+    """A messages column taken apart: every turn in record order, the record of each, and
+    where each record's turns start. Only built for records that keep the turn contract."""
+
+    turns: pa.StructArray  # struct<role, content>, every record's turns, in order
+    contents: pa.StringArray
+    offsets: np.ndarray[Any, np.dtype[np.int64]]  # record r: turns offsets[r]:offsets[r + 1]
+    has_system: np.ndarray[Any, np.dtype[np.bool_]]  # per record
+    position: np.ndarray[Any, np.dtype[np.int64]]  # per turn: -1 for a system turn, else 0, 1..
+    last: np.ndarray[Any, np.dtype[np.bool_]]  # per turn: the record's final turn
+
+    @property
+    def rows(self) -> int:
+        return len(self.offsets) - 1
+
+
+def _turns(messages: pa.Array) -> _Turns:
+    """The turns of a messages column, checked against the contract ``conversation`` states
+    (an optional system turn, then user/assistant turns alternating, ending on the assistant);
+    the first record that breaks it is refused with ``conversation``'s own words."""
+    n = len(messages)
+    lengths = pc.fill_null(pc.list_value_length(messages), 0).to_numpy(zero_copy_only=False)
+    lengths = lengths.astype(np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    turns = messages.flatten()  # the values of the slice, null lists' none
+    codes = pc.fill_null(pc.index_in(pc.struct_field(turns, "role"), value_set=_ROLES), 3)
+    code = codes.to_numpy(zero_copy_only=False).astype(np.int8)
+    record = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    has_system = np.zeros(n, dtype=np.bool_)
+    nonempty = lengths > 0
+    # As in ``conversation``: a system turn whose content is null is not taken as the system
+    # prompt, so the record then breaks the contract.
+    firsts = offsets[:-1][nonempty]
+    contents = pc.struct_field(turns, "content")
+    valid = pc.is_valid(contents).to_numpy(zero_copy_only=False)
+    has_system[nonempty] = (code[firsts] == 0) & valid[firsts]
+    position = np.arange(len(code), dtype=np.int64) - offsets[:-1][record]
+    position -= has_system[record]
+    expected = np.where(position % 2 == 0, 1, 2)
+    wrong = np.where(position < 0, code != 0, code != expected)
+    count = lengths - has_system
+    broken = (count <= 0) | (count % 2 == 1)
+    broken |= np.bincount(record[wrong], minlength=n) > 0
+    if broken.any():
+        conversation(messages[int(np.flatnonzero(broken)[0])].as_py())
+        raise AssertionError("a record the columnar check refuses breaks the turn contract")
+    last = np.zeros(len(code), dtype=np.bool_)
+    last[offsets[1:][nonempty] - 1] = True
+    return _Turns(turns, contents, offsets, has_system, position, last)
+
+
+def _lists(values: pa.Array, counts: np.ndarray[Any, np.dtype[np.int64]]) -> pa.ListArray:
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
+
+
+def _per_record(t: _Turns, keep: np.ndarray[Any, np.dtype[np.bool_]]) -> np.ndarray[Any, Any]:
+    """How many of each record's turns ``keep`` selects."""
+    record = np.repeat(np.arange(t.rows), np.diff(t.offsets))
+    return np.bincount(record[keep], minlength=t.rows).astype(np.int64)
+
+
+def _columns_prompt_completion(t: _Turns) -> list[pa.Array]:
+    prompt = ~t.last
+    return [
+        _lists(t.turns.filter(pa.array(prompt)), _per_record(t, prompt)),
+        _lists(t.turns.filter(pa.array(t.last)), _per_record(t, t.last)),
+    ]
+
+
+def _columns_alpaca(t: _Turns) -> list[pa.Array]:
+    final = t.offsets[1:] - 1
+    query = t.contents.take(pa.array(final - 1))
+    system = pc.if_else(
+        pa.array(t.has_system),
+        t.contents.take(pa.array(np.minimum(t.offsets[:-1], max(len(t.contents) - 1, 0)))),
+        "",
+    )
+    # The exemplar turns: every turn but the system one and the final user/assistant pair.
+    exemplar = t.position >= 0
+    exemplar[final] = exemplar[final - 1] = False
+    pairs = t.contents.filter(pa.array(exemplar))
+    history = _lists(_lists(pairs, np.full(len(pairs) // 2, 2, dtype=np.int64)),
+                     _per_record(t, exemplar) // 2)  # fmt: skip
+    return [
+        query,
+        pa.array([""] * t.rows, type=pa.string()),
+        t.contents.take(pa.array(final)),
+        pc.fill_null(system, ""),
+        history,
+    ]
+
+
+def _columns_sharegpt(t: _Turns) -> list[pa.Array]:
+    codes = pc.index_in(pc.struct_field(t.turns, "role"), value_set=_ROLES)
+    pairs = pa.StructArray.from_arrays(
+        [_SHAREGPT_NAMES.take(codes), t.contents], names=["from", "value"]
+    )
+    return [_lists(pairs, np.diff(t.offsets))]
+
+
+def _columns_flan(t: _Turns) -> list[pa.Array]:
+    # The system prompt when it is not empty, every exemplar turn and the query.
+    empty_system = (t.position < 0) & ~pc.fill_null(
+        pc.greater(pc.binary_length(t.contents), 0), False
+    ).to_numpy(zero_copy_only=False)
+    parts = ~t.last & ~empty_system
+    joined = pc.binary_join(
+        _lists(t.contents.filter(pa.array(parts)), _per_record(t, parts)), "\n\n"
+    )
+    return [joined, t.contents.take(pa.array(t.offsets[1:] - 1))]
+
+
+ColumnarConverter = Callable[[_Turns], list[pa.Array]]
+
+
 @dataclass(frozen=True)
 class Format:
     """One layout of the records: a config of the export."""
@@ -152,6 +280,7 @@ class Format:
     columns: dict[str, Feature]  # its own columns, after `id` and before the provenance
     summary: str  # what it is for, for the card
     convert: Converter | None  # None: the record's own `messages`
+    columnar: ColumnarConverter | None = None  # the same layout on Arrow columns
 
     @property
     def features(self) -> dict[str, Feature]:
@@ -172,12 +301,21 @@ class Format:
         """This layout of a table of records."""
         if self.convert is None:
             return records.select(list(self.features)).cast(self.schema)
+        arrays = [records.column("id")]
         try:
-            columns = self.convert(records.column("messages").to_pylist())
+            if self.columnar is not None:
+                messages = records.column("messages").combine_chunks()
+                for array, f in zip(
+                    self.columnar(_turns(messages)), self.columns.values(), strict=True
+                ):
+                    arrays.append(array.cast(arrow_type(f)))
+            else:
+                columns = self.convert(records.column("messages").to_pylist())
+                arrays += [
+                    pa.array(columns[n], type=arrow_type(f)) for n, f in self.columns.items()
+                ]
         except ValueError as exc:
             raise PipelineError(f"cannot export as {self.name}: {exc}") from None
-        arrays = [records.column("id")]
-        arrays += [pa.array(columns[n], type=arrow_type(f)) for n, f in self.columns.items()]
         arrays += [records.column(n) for n in PROVENANCE]
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
@@ -205,6 +343,7 @@ FORMATS: dict[str, Format] = {
             "exemplar turns included) and `completion` (the answer, one assistant turn): "
             "TRL's conversational prompt-completion, trained on the completion only.",
             _prompt_completion,
+            _columns_prompt_completion,
         ),
         Format(
             "alpaca",
@@ -221,6 +360,7 @@ FORMATS: dict[str, Format] = {
             "input), `output`, `system` (empty when none) and `history` (multi-turn few-shot "
             "exemplars as [user, assistant] pairs): Alpaca's layout, as LLaMA-Factory reads it.",
             _alpaca,
+            _columns_alpaca,
         ),
         Format(
             "sharegpt",
@@ -232,6 +372,7 @@ FORMATS: dict[str, Format] = {
             "`message_property_mappings`). TRL renames its keys but keeps the human/gpt "
             "roles, which chat templates do not know: give TRL the default config.",
             _sharegpt,
+            _columns_sharegpt,
         ),
         Format(
             "flan",
@@ -241,6 +382,7 @@ FORMATS: dict[str, Format] = {
             "`inputs` (system prompt, exemplar turns and query, a blank line apart) and "
             "`targets`: FLAN's and P3's layout, for seq2seq trainers.",
             _flan,
+            _columns_flan,
         ),
     )
 }
