@@ -475,6 +475,9 @@ class Renderer:
                 "fewshot-pattern",
             )
         }  # fmt: skip
+        self._draw_keys = self._keys["draw"]
+        v = recipe.variants
+        self._zero_shot_only = v.few_shot <= 0 and v.cot <= 0 and v.few_shot_cot <= 0
         self._deadline = Deadline(recipe.limits.max_render_seconds)
         # (template, row language) -> the prompt's language and its locale: fixed per pair.
         self._languages: dict[tuple[int, str], str] = {}
@@ -550,13 +553,15 @@ class Renderer:
 
     def draw(self, example: Example, compiled: CompiledTemplate) -> Draw:
         # Five decisions from one hash: variant, options shown, style, opening, CoT trigger.
-        k_variant, k_options, k_style, k_opening, k_trigger = self._keys["draw"].keys(
+        k_variant, k_options, k_style, k_opening, k_trigger = self._draw_keys.keys(
             5, example.example_id, compiled.id
         )
         v = self.recipe.variants
         spec = compiled.template.spec
         if spec.inverted:
             base = "inverted"
+        elif self._zero_shot_only:
+            base = "zero_shot"  # the only form with a share: what the draw below gives
         else:
             shares = [("zero_shot", v.zero_shot)]
             if v.few_shot > 0 and self._has_exemplars(example):
