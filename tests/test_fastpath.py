@@ -191,7 +191,7 @@ def test_the_catalog_renders_the_same_records_without_the_fast_path(
         return out
 
     with_fast_path = render_all()
-    monkeypatch.setattr(fastpath, "plan", lambda env, source, global_vars=None: None)
+    monkeypatch.setattr(fastpath, "plan", lambda *args, **kwargs: None)
     assert render_all() == with_fast_path
     variants = {r.variant for r in with_fast_path if isinstance(r, Rendered)}
     assert {"zero_shot_opt", "zero_shot_noopt", "few_shot_opt", "cot", "inverted"} <= variants
@@ -411,7 +411,7 @@ def test_a_template_renders_the_same_record_and_reject(
     recipe = Recipe(name="fast", sources=["esnli"])
     example = load_examples(source)[0]
     fast = Renderer(source, templates, recipe).render(example)
-    monkeypatch.setattr(fastpath, "plan", lambda env, source, global_vars=None: None)
+    monkeypatch.setattr(fastpath, "plan", lambda *args, **kwargs: None)
     jinja = Renderer(source, templates, recipe).render(example)
     broken_fast, broken_jinja = fast[0], jinja[0]  # sorted by id: "broken" first
     assert isinstance(broken_fast, Exception) and isinstance(broken_jinja, Exception)
