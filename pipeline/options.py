@@ -115,36 +115,32 @@ def names_choice(folded: str, choice: str) -> bool:
     """Whether ``folded`` (a casefolded prompt) names ``choice`` as words of its own: "no" is
     not named by "nobody", nor "yes" by "eyesore". The renderer's ``_opt`` label and lint's
     choices check agree on this one test."""
-    c, left, right = _folded_choice(choice)
-    if not c:
-        return True
-    # str.find with the word-boundary test by hand: a regex per choice costs far more.
-    n, size = len(c), len(folded)
-    j = folded.find(c)
-    while j >= 0:
-        if (not left or j == 0 or not _is_word(folded[j - 1])) and (
-            not right or j + n == size or not _is_word(folded[j + n])
-        ):
-            return True
-        j = folded.find(c, j + 1)
-    return False
+    return _names(folded, choice, text_ends_are_edges=True)
 
 
 def names_within(literal: str, choice: str) -> bool:
     """Whether ``literal`` (casefolded text a template always prints) names ``choice`` with
     both word edges inside it: then every prompt that holds ``literal`` names the choice, as
     ``names_choice`` judges it, whatever the data printed around it."""
+    return _names(literal, choice, text_ends_are_edges=False)
+
+
+def _names(text: str, choice: str, text_ends_are_edges: bool) -> bool:
+    # str.find with the word-boundary test by hand: a regex per choice costs far more. The
+    # ends of ``text`` count as word edges for a whole prompt, not for a piece of one.
     c, left, right = _folded_choice(choice)
     if not c:
         return True
-    n, size = len(c), len(literal)
-    j = literal.find(c)
+    n, size = len(c), len(text)
+    j = text.find(c)
     while j >= 0:
-        if (not left or (j > 0 and not _is_word(literal[j - 1]))) and (
-            not right or (j + n < size and not _is_word(literal[j + n]))
-        ):
+        before_ok = (j > 0 and not _is_word(text[j - 1])) or (j == 0 and text_ends_are_edges)
+        after_ok = (
+            (j + n < size and not _is_word(text[j + n])) or (j + n == size and text_ends_are_edges)
+        )
+        if (not left or before_ok) and (not right or after_ok):
             return True
-        j = literal.find(c, j + 1)
+        j = text.find(c, j + 1)
     return False
 
 
