@@ -76,9 +76,8 @@ WorkersOpt = Annotated[
     typer.Option(
         "--workers",
         "-w",
-        help="Worker processes for load, render and validate (default: all cores; in `run`, "
-        "a build of under 50,000 rows and 100,000 records runs in this process, where starting "
-        "workers costs more than they save). The output is the same for any number.",
+        help="Worker processes for load, render and validate (default: all cores). The output "
+        "is the same for any number.",
     ),
 ]
 ExecutorOpt = Annotated[

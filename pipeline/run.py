@@ -24,19 +24,10 @@ from .export import export_stage
 from .load import DataMode
 from .mix import mix_stage
 from .models import KeepMode, Manifest
-from .plan import plan_recipe
 from .progress import NullProgress, Progress
 from .retention import KEEP_MODES, apply_keep, resumable_stages
 from .runfolder import DEFAULT_COMPRESSION, RunFolder, parts_compressed, reject_lines
-from .stages import (
-    Prepared,
-    load_stage,
-    prepare,
-    render_validate_stage,
-    templates_for_role,
-    templates_per_example,
-    validate_stage,
-)
+from .stages import load_stage, prepare, render_validate_stage, validate_stage
 
 
 def run_recipe(
@@ -85,8 +76,6 @@ def run_recipe(
         pool = None
         if "load" not in done or "validate" not in done:
             memory_mb = prepared.recipe.limits.max_worker_memory_mb
-            if workers is None and executor == "local" and _small(prepared):
-                workers = 1
             pool = make_executor(executor, workers, address, memory_mb)
         try:
             if "load" not in done:
@@ -112,34 +101,6 @@ def run_recipe(
         if "export" not in done:
             export_stage(folder.root, progress=progress)
         return apply_keep(folder, keep)
-
-
-# Below these, a build runs in this process when no worker count is asked for: starting worker
-# processes (each imports the pipeline, ~1 s) costs more than they save. Measured on the
-# default recipe (29,924 rows, 19,744 records, 2 cores): 7.5 s in-process, 9.4 s on 2 workers.
-SMALL_ROWS = 50_000
-SMALL_RECORDS = 100_000
-
-
-def _small(prepared: Prepared) -> bool:
-    """Whether the build is too small for worker processes to pay off: few rows to load and
-    few records to render (the plan's examples times templates per example)."""
-    recipe, catalog = prepared.recipe, prepared.catalog
-    sizes = {
-        name: (
-            sum(len(s) for s in prepared.opened[name]),
-            templates_for_role(recipe, catalog.templates_for(name), prepared.members[name].role),
-        )
-        for name in prepared.members
-    }
-    rows = sum(size for size, _ in sizes.values())
-    plans = plan_recipe(recipe, sizes, prepared.members)
-    records = sum(
-        min(plans[name].examples_needed, size) * templates_per_example(recipe, templates)
-        for name, (size, templates) in sizes.items()
-        if name in plans
-    )
-    return rows < SMALL_ROWS and records < SMALL_RECORDS
 
 
 def _record_compression(folder: RunFolder, compression: str) -> None:
