@@ -39,9 +39,6 @@ class RecordColumns:
         self.license: list[str] = []
         self.out_split: list[str | None] = []
 
-    def __len__(self) -> int:
-        return len(self.variant)
-
     def add(self, example: Example, rendered: Rendered) -> None:
         spec = self._spec
         roles, contents = self._roles, self._contents

@@ -233,10 +233,7 @@ class CompiledTemplate:
             ]
             # The per-record generator is built only for templates that draw from it.
             self.uses_rng = helpers.draws_randomness(used, all_texts)
-            globals_ = dict(env.globals)
-            self.bounded = all(
-                fastpath.plan(env, t, globals_, tree) is not None for t, tree in trees.items()
-            )
+            self.bounded = all(is_bounded(env, t, tree) for t, tree in trees.items())
         except Exception as exc:  # every compile error, whatever its class, is this template's
             self.error = RenderError(
                 "template_syntax",
@@ -374,12 +371,15 @@ def is_literal(source: str) -> bool:
     return not any(token in source for token in ("{{", "{%", "{#"))
 
 
-def is_bounded(env: jinja2.Environment, source: str) -> bool:
+def is_bounded(
+    env: jinja2.Environment, source: str, tree: jinja2.nodes.Template | None = None
+) -> bool:
     """Whether ``compile_text`` renders ``source`` without Jinja (a literal, or substitution
-    only): its time is then bounded by its output's, which the budget bounds."""
+    only): its time is then bounded by its output's, which the budget bounds. ``tree``: the
+    text already parsed by ``env``."""
     if is_literal(source):
         return True
-    return fastpath.plan(env, source, dict(env.globals)) is not None
+    return fastpath.plan(env, source, dict(env.globals), tree) is not None
 
 
 def compile_text(env: jinja2.Environment, source: str, *, fast: bool = True) -> Renderable:

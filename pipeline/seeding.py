@@ -65,11 +65,14 @@ class Prefix:
         # of starting afresh.
         self._started: dict[int, Any] = {}
 
-    def _digest(self, rest: tuple[object, ...], size: int) -> bytes:
+    def _start(self, size: int) -> Any:
         started = self._started.get(size)
         if started is None:
             started = self._started[size] = hashlib.blake2b(self._head, digest_size=size)
-        h = started.copy()
+        return started
+
+    def _digest(self, rest: tuple[object, ...], size: int) -> bytes:
+        h = self._start(size).copy()
         h.update("\x1f".join(map(str, rest)).encode("utf-8"))
         return h.digest()  # type: ignore[no-any-return]
 
@@ -78,9 +81,7 @@ class Prefix:
 
     def ids(self, rows: Iterable[tuple[str, ...]]) -> list[str]:
         """``id(*row)`` for every row of strings, in one loop (a part's record ids)."""
-        started = self._started.get(16)
-        if started is None:
-            started = self._started[16] = hashlib.blake2b(self._head, digest_size=16)
+        started = self._start(16)
         out: list[str] = []
         for row in rows:
             h = started.copy()
