@@ -221,6 +221,28 @@ def test_the_catalog_renders_the_same_records_without_the_fast_path(
         ("{{ answer_choices | first }}", "yes"),
         ("{{ premise | truncate(9, killwords=True, leeway=0) }}", "A man ..."),
         ("{{ 'literal' }} {{ 3 }}", "literal 3"),
+        # Conditions, comparisons and displays: plain Python in Jinja's code too.
+        ("{% if label == 1 %}maybe{% endif %}", "maybe"),
+        (
+            "{% if label == 0 %}follows{% elif label == 1 %}may be {{ names.label }}"
+            "{% else %}contradicts{% endif %}.",
+            "may be neutral.",
+        ),
+        (
+            "{% if label != 1 %}{{ missing }}{% else %}{{ premise }}{% endif %}",
+            "A man plays a guitar.",
+        ),
+        ("{{ answer_choices[1 if label == 2 else 0] }}", "yes"),
+        ("{{ 'a' if label > 0 and not options else 'b' }}", "a"),
+        ("{{ 0 < label <= 1 }} {{ 2 < label < missing }}", "True False"),
+        ("{{ 'yes' in answer_choices }} {{ 'x' not in premise }}", "True True"),
+        ("{{ label == 1 or missing }}", "True"),
+        (
+            "{{ {'a': 1}['a'] }} {{ [premise, hypothesis] | join(' / ') }}",
+            "1 A man plays a guitar. / Someone makes music.",
+        ),
+        ("{{ (1, label) }}{% if label %}{{ answer_choices | first }}{% endif %}", "(1, 1)yes"),
+        ("{% if premise | length > 3 %}long{% endif %}", "long"),
     ],
 )
 def test_pure_substitution_takes_the_fast_path(text: str, expected: str) -> None:
@@ -232,8 +254,9 @@ def test_pure_substitution_takes_the_fast_path(text: str, expected: str) -> None
 @pytest.mark.parametrize(
     "text",
     [
-        "{% if label == 1 %}maybe{% endif %}",
-        "{{ answer_choices[1 if label == 2 else 0] }}",
+        "{{ 'x' if label == 1 }}",  # no else: Jinja builds its own undefined
+        "{% if premise is defined %}x{% endif %}",
+        "{% if label == 1 %}{% set x = 1 %}{% endif %}",
         "{{ premise ~ hypothesis }}",
         "{{ premise + '!' }}",
         "{{ premise[:5] }}",
@@ -246,8 +269,6 @@ def test_pure_substitution_takes_the_fast_path(text: str, expected: str) -> None
         "{{ answer_choices | select('in', ['yes']) | first }}",  # select takes the Context
         "{{ answer_choices | map('upper') | join }}",
         "{{ answer_choices | random }}",  # the record's own generator, from the Context
-        "{{ [premise, hypothesis] | join(' ') }}",
-        "{{ {'a': 1}['a'] }}",
         "{{ self }}",  # Jinja binds it to the template, not the context
     ],
 )
@@ -315,6 +336,11 @@ def test_values_print_as_jinja_prints_them(value: Any, text: str) -> None:
         ("{{ names[nope] }}", "'nope' is undefined"),
         ("{{ nope | join(', ') }}", "'nope' is undefined"),
         ("{{ premise.nope }}", "'str object' has no attribute 'nope'"),
+        ("{% if nope %}x{% endif %}", "'nope' is undefined"),
+        ("{% if label == 0 %}a{% elif nope == 1 %}b{% endif %}", "'nope' is undefined"),
+        ("{% if label %}{{ premise }} {{ nope }}{% endif %}", "'nope' is undefined"),
+        ("{{ 'a' if nope < 1 else 'b' }}", "'nope' is undefined"),
+        ("{{ label > 0 and names.nope }}", "'dict object' has no attribute 'nope'"),
     ],
 )
 def test_undefined_is_the_sandbox_s_strict_error(text: str, message: str) -> None:
@@ -371,6 +397,12 @@ def test_output_past_the_limit_is_refused_before_a_later_error() -> None:
     literal_past_limit = "{{ big }}" + "y" * (sandbox.MAX_TEXT // 2 + 1) + "{{ nope }}"
     assert both_ways(literal_past_limit, context)[0][2] == "render_too_large"
     assert both_ways("{{ big }}{{ big }}", context)[0] == ("text", big + big)  # at the limit
+    in_branches = (
+        "{% if label %}{{ big }}{% endif %}{% if premise %}{{ big }}!{% endif %}{{ nope }}"
+    )
+    fast, jinja = both_ways(in_branches, context)
+    assert fast == jinja
+    assert fast[2] == "render_too_large"
 
 
 def test_values_that_are_not_text_are_charged_to_the_render_budget(
@@ -391,6 +423,17 @@ def test_values_that_are_not_text_are_charged_to_the_render_budget(
     assert fast[2] == "render_too_large"
     # Each render starts afresh: one over budget does not spill into the next.
     assert both_ways("{{ label }}")[0] == ("text", "1")
+    # Inside branches, from the first value that is not text (and with a filter in a test,
+    # from the start), as Jinja charges them.
+    for text in (
+        "{% if label == 1 %}" + "{{ premise }}{{ label }}" * 40 + "{% endif %}",
+        "{% if premise %}x{% else %}y{% endif %}" + "{{ label }}" * 40,
+        "{% if answer_choices | join(',') %}{{ premise }}{% endif %}" * 40,
+        "{{ [label, label] }}" * 40,
+    ):
+        fast, jinja = both_ways(text)
+        assert fast == jinja
+        assert fast[2] == "render_too_large", text
 
 
 def test_a_template_renders_the_same_record_and_reject(
@@ -437,3 +480,10 @@ def test_a_slice_from_the_context_is_charged_as_in_jinja(monkeypatch: pytest.Mon
         assert fast == jinja
     assert fast[2] == "render_too_large"  # 20 copies of a 2-item list: past 1,000 bytes
     assert both_ways("{{ answer_choices[cut][0] }}" * 5, context)[0] == ("text", "yes" * 5)
+    # A slice met in a branch's test or text puts the whole render under the budget.
+    for n in (1, 14, 20):
+        text = "{% if answer_choices[cut] %}{{ premise }}{% endif %}" * n
+        fast, jinja = both_ways(text, context)
+        assert fast == jinja
+        text = "{% if label %}{{ premise }} {{ answer_choices[cut][0] }}. {% endif %}" * n
+        assert both_ways(text, context) == both_ways(text, context)[::-1]
