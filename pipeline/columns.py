@@ -95,6 +95,6 @@ class RecordColumns:
 
 
 def _constant(value: str, n: int) -> pa.Array:
-    # A plain (not dictionary) string column, as from_pylist makes it: the part's bytes are
-    # the same either way.
-    return pa.array([value] * n, pa.string())
+    # A plain (not dictionary) string column, as from_pylist makes it (the part's bytes are
+    # the same either way), repeated in Arrow rather than built from a list of n references.
+    return pa.repeat(pa.scalar(value, pa.string()), n)

@@ -39,7 +39,7 @@ from .models import (
     SourceSpec,
     TemplateSpec,
 )
-from .options import format_options, names_choice, names_within, styles_for
+from .options import OptionsBlock, format_options, names_choice, names_within, styles_for
 from .sandbox import (
     Deadline,
     ObjectRendered,
@@ -54,6 +54,8 @@ from .validate import has_template_syntax
 CHOICE_SEPARATOR = "|||"
 # Rendered exemplar texts kept per renderer (see ``Renderer._exemplar_parts``).
 EXEMPLAR_CACHE = 50_000
+# Options blocks kept per renderer; past it the cache starts again (choices that differ per row).
+BLOCK_CACHE = 4_096
 # Chain-of-thought records end with this line (in the example's language: ``locales.yaml``);
 # validation reads the answer after it. The English one, for English-only callers.
 COT_ANSWER_PREFIX = "So the answer is: "
@@ -482,6 +484,10 @@ class Renderer:
         # (template, row language) -> the prompt's language and its locale: fixed per pair.
         self._languages: dict[tuple[int, str], str] = {}
         self._locales: dict[tuple[int, str], Locale] = {}
+        # (template, number of choices, language) -> the styles its records draw from; and the
+        # options blocks built so far, by everything a block depends on (bounded).
+        self._styles: dict[tuple[int, int, str], list[OptionStyle]] = {}
+        self._blocks: dict[tuple[Any, ...], OptionsBlock] = {}
         self.templates = sorted(
             (CompiledTemplate(self.env, t) for t in templates), key=lambda c: c.id
         )
@@ -613,12 +619,15 @@ class Renderer:
         """The record's option style: forced, or drawn among those that suit its choices."""
         if draw.style is not None:
             return draw.style
-        styles = styles_for(
-            self.recipe.variants.option_styles,
-            compiled.template.spec.option_styles,
-            n_choices,
-            language,
-        )
+        key = (id(compiled), n_choices, language)
+        styles = self._styles.get(key)
+        if styles is None:
+            styles = self._styles[key] = styles_for(
+                self.recipe.variants.option_styles,
+                compiled.template.spec.option_styles,
+                n_choices,
+                language,
+            )
         return styles[draw.style_key % len(styles)]
 
     # -- rendering ----------------------------------------------------------------------------
@@ -760,13 +769,7 @@ class Renderer:
             and draw.options_shown
             and (not spec.metadata.choices_in_prompt or compiled.uses_options)
         ):
-            language = self.prompt_language(compiled, example)
-            style = self.style_for(compiled, draw, len(choices), language)
-            form = ""
-            if style in ("letters", "numbers"):
-                forms = locale_for(language).answer_forms[style][spec.option_target]
-                form = forms[(draw.style_key >> 32) % len(forms)]
-            block = format_options(choices, style, draw.opening, spec.option_target, form)
+            block = self._options_block(compiled, example, draw, choices)
         context["answer_choices"] = choices
         context["options"] = block.text if block else ""
         if exemplar and not compiled.uses_options:
@@ -786,13 +789,34 @@ class Renderer:
                 user = f"{user}\n\n{block.text}"
             if choices and output in choices:
                 output = block.targets[choices.index(output)]
-            choices = block.targets
+            choices = list(block.targets)  # the block is shared by the records that drew it
         shown = block is not None or bool(
             choices
             and spec.metadata.choices_in_prompt
             and (compiled.always_names(choices) or shows_all(user, choices))
         )
         return user, output, choices, parts.system, shown, gold
+
+    def _options_block(
+        self, compiled: CompiledTemplate, example: Example, draw: Draw, choices: list[str]
+    ) -> OptionsBlock:
+        """The record's options block in its drawn style, opening and answer form. A block
+        depends on nothing else, and a template's records share a few: each is built once."""
+        spec = compiled.template.spec
+        language = self.prompt_language(compiled, example)
+        style = self.style_for(compiled, draw, len(choices), language)
+        form = ""
+        if style in ("letters", "numbers"):
+            forms = locale_for(language).answer_forms[style][spec.option_target]
+            form = forms[(draw.style_key >> 32) % len(forms)]
+        key = (tuple(choices), style, draw.opening, spec.option_target, form)
+        block = self._blocks.get(key)
+        if block is None:
+            if len(self._blocks) >= BLOCK_CACHE:
+                self._blocks.clear()  # choices that differ per row: few blocks repeat
+            block = format_options(choices, style, draw.opening, spec.option_target, form)
+            self._blocks[key] = block
+        return block
 
     def _cot_turn(
         self, example: Example, compiled: CompiledTemplate, draw: Draw, user: str, output: str
