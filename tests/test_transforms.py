@@ -252,3 +252,39 @@ def test_transforms_reach_strings_inside_structs() -> None:
 def test_detokenize_leaves_a_spaced_dash_alone() -> None:
     # PTB keeps hyphenated words whole: " - " in tokenised or plain text is a real dash.
     assert detokenize("Toluca - answer : yes .") == "Toluca - answer: yes."
+
+
+def _detokenize_by_the_rules(text: str) -> str:
+    """detokenize with every PTB step run as its regex, none skipped: the reference for the
+    shortcuts (steps skipped when they cannot match, plain replacement for spaces)."""
+    from pipeline import transforms
+
+    for token, char in transforms._BRACKETS.items():
+        text = text.replace(token, char)
+    text = transforms._pair_straight_quotes(text)
+    for pattern, replacement, *_ in transforms._PTB_STEPS:
+        text = pattern.sub(replacement, text)
+    return " ".join(text.split())
+
+
+def test_detokenize_shortcuts_give_what_the_rules_give() -> None:
+    """Tokenised pieces joined at random (tabs, no-break spaces, decimals after spaces, quotes,
+    contractions, brackets), 20,000 of them, and every bundled e-SNLI and PAWS text."""
+    import random
+
+    pieces = ["a", "dog", "n't", "'s", "'S", "N'T", "``", "''", '"', "\t", "\xa0", ",", ".",
+              ".5", "5", "(", ")", "-LRB-", "-RSB-", "$", "#", "%", "'", "girls", ";", "!",
+              "?", "]", "[", "{", "}", "\n", "'re", "'ll", ":", " .", "3"]  # fmt: skip
+    rng = random.Random(1201)
+    texts = [
+        "".join(rng.choice(pieces) + rng.choice(["", " ", " ", "  "]) for _ in range(14))
+        for _ in range(20_000)
+    ]
+    texts += [s for r in _paws() for s in (r["sentence1"], r["sentence2"])]
+    texts += [
+        v for r in _jsonl("esnli_snli.dev_subset.jsonl") for v in r.values() if isinstance(v, str)
+    ]
+    assert sum(" ." in t for t in texts) > 1_000  # the close-up shortcut is exercised
+    assert sum(" .5" in t for t in texts) > 100  # and its way back to the regex
+    for text in texts:
+        assert detokenize(text) == _detokenize_by_the_rules(text), text
