@@ -35,6 +35,7 @@ from .catalog import (
 from .columns import RecordColumns
 from .errors import RunFolderError
 from .executor import Executor, LocalExecutor
+from .heap import fewer_collections
 from .load import SHARD_ROWS, BadRow, DataMode, Example, SplitData, iter_rows, open_source
 from .mix import example_key
 from .models import Manifest, Recipe, Reject, SourceCounts
@@ -237,7 +238,10 @@ def load_stage(
         own = executor is None
         runner = executor or LocalExecutor(1)
         try:
-            with progress.task("load", sum(size for size, _ in sizes.values())) as advance:
+            with (
+                progress.task("load", sum(size for size, _ in sizes.values())) as advance,
+                fewer_collections(),
+            ):
                 for name in p.members:
                     if not shards[name]:
                         finish(name)  # no rows at all: its empty part and reject file
@@ -361,6 +365,7 @@ def load_shard(task: LoadShard) -> ShardResult:
     with (
         rows_sink,
         ParquetSink(_shard_file(folder, name, task.shard, ".rejects"), _REJECT_LINES) as bad,
+        fewer_collections(),
     ):
         for batch in iter_rows(
             source,
@@ -689,28 +694,30 @@ def _render_records(
     rejects: list[Reject] = []
     with_syntax: set[str] = set()
     n = 0
-    for batch in read_batches(folder.part("examples", task.source, task.part)):
-        with_syntax |= _syntax_ids(batch)
-        for example in examples_of(batch):
-            n += 1
-            if example.out_split == "exemplar":
-                continue  # an eval source's exemplar: shown in prompts, never a query
-            for result in renderer.render(example):
-                if isinstance(result, RenderError):
-                    rejects.append(
-                        Reject(
-                            stage="render",
-                            source=task.source,
-                            split=example.split,
-                            example_id=example.example_id,
-                            template_id=result.template_id,
-                            rule=result.rule,
-                            message=str(result),
-                            locator=example.locator,
+    # The part's records pile up as objects until its table is built: see heap.py.
+    with fewer_collections():
+        for batch in read_batches(folder.part("examples", task.source, task.part)):
+            with_syntax.update(_syntax_ids(batch))
+            for example in examples_of(batch):
+                n += 1
+                if example.out_split == "exemplar":
+                    continue  # an eval source's exemplar: shown in prompts, never a query
+                for result in renderer.render(example):
+                    if isinstance(result, RenderError):
+                        rejects.append(
+                            Reject(
+                                stage="render",
+                                source=task.source,
+                                split=example.split,
+                                example_id=example.example_id,
+                                template_id=result.template_id,
+                                rule=result.rule,
+                                message=str(result),
+                                locator=example.locator,
+                            )
                         )
-                    )
-                else:
-                    records.add(example, result)
+                    else:
+                        records.add(example, result)
     return n, records, rejects, with_syntax
 
 
@@ -914,7 +921,8 @@ def _part_stage(
         own = executor is None
         executor = executor or LocalExecutor(1)
         try:
-            _run_parts(folder, manifest, stage, executor, progress)
+            with fewer_collections():
+                _run_parts(folder, manifest, stage, executor, progress)
         finally:
             if own:
                 executor.close()
