@@ -50,9 +50,11 @@ from .transforms import Fields, TransformError, compile_transforms
 
 DataMode = Literal["sample", "hub"]
 BATCH_ROWS = 1000
-# Rows of one split per load shard: the unit of parallel load. Fixed, so the shards (and so
-# every byte load writes) never depend on the number of workers.
+# Rows of one split per load shard, the unit of parallel load: at most SHARD_ROWS, at least
+# MIN_SHARD_ROWS (``stages.shard_rows`` picks between them by the number of workers). Where
+# shards end never changes a byte load writes: its whole-source pass reads them in file order.
 SHARD_ROWS = 50_000
+MIN_SHARD_ROWS = 5_000
 
 
 @dataclass(frozen=True)
@@ -345,7 +347,7 @@ class TextTable:
         self.columns: list[str] = []
         self.rows = 0
         self._header: list[str] | None = None  # a CSV's, once read
-        # A JSON Lines file's (byte offset, line number) of every SHARD_ROWS-th record, noted
+        # A JSON Lines file's (byte offset, line number) of every MIN_SHARD_ROWS-th record, noted
         # by open()'s scan, so a shard of rows starts reading where it starts.
         self._marks: dict[int, tuple[int, int]] = {}
         # Set by open(): the only row, when the file is a single JSON object; the first row that
@@ -597,7 +599,7 @@ class TextTable:
 
     def _json_lines(self, skip: int = 0) -> Iterator[dict[str, Any] | _BadRecord]:
         seen_a_line = False
-        # open()'s scan (skip 0) notes where every SHARD_ROWS-th record starts.
+        # open()'s scan (skip 0) notes where every MIN_SHARD_ROWS-th record starts.
         scanning = not skip and not self._marks
         record = offset = first = 0
         mark = max((m for m in self._marks if m <= skip), default=0)
@@ -611,7 +613,7 @@ class TextTable:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                 if not line.strip():
                     continue
-                if scanning and record and record % SHARD_ROWS == 0:
+                if scanning and record and record % MIN_SHARD_ROWS == 0:
                     self._marks[record] = (start, lineno - 1)
                 record += 1
                 if skip:

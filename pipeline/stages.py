@@ -36,7 +36,16 @@ from .columns import RecordColumns
 from .errors import RunFolderError
 from .executor import Executor, LocalExecutor
 from .heap import fewer_collections
-from .load import SHARD_ROWS, BadRow, DataMode, Example, SplitData, iter_rows, open_source
+from .load import (
+    MIN_SHARD_ROWS,
+    SHARD_ROWS,
+    BadRow,
+    DataMode,
+    Example,
+    SplitData,
+    iter_rows,
+    open_source,
+)
 from .mix import example_key
 from .models import Manifest, Recipe, Reject, SourceCounts
 from .plan import plan_recipe
@@ -180,10 +189,11 @@ def load_stage(
 ) -> Manifest:
     """Stage 1: read the recipe's sources into ``out/examples`` (the cap pushed down).
 
-    The rows are read in shards (``SHARD_ROWS`` rows of one split) on ``executor`` (default:
-    this process), every source's and every shard of a big one in parallel; what needs the
-    whole source (duplicate ids, the cap, groups joined across rows) is decided here once its
-    shards are in. Shards are fixed by the data, so the bytes never depend on the executor."""
+    The rows are read in shards (``shard_rows``: up to ``SHARD_ROWS`` rows of one split, fewer
+    when there are more workers than big shards) on ``executor`` (default: this process),
+    every source's and every shard of a big one in parallel; what needs the whole source
+    (duplicate ids, the cap, groups joined across rows) is decided here once its shards are
+    in, in file order, so the bytes never depend on the shards or the executor."""
     progress = progress or NullProgress()
     folder = RunFolder(out)
     with folder.lock(create=True):
@@ -224,7 +234,9 @@ def load_stage(
         for name in p.members:
             # A split_group that cannot compile stops the run here, before any worker starts.
             group_function(p.catalog.source(name), seconds)
-        tasks = _load_shards(folder, p)
+        own = executor is None
+        runner = executor or LocalExecutor(1)
+        tasks = _load_shards(folder, p, runner.workers)
         results: dict[str, list[ShardResult]] = {name: [] for name in p.members}
         shards = {name: sum(t.name == name for t in tasks) for name in p.members}
         loaded: dict[str, SourceCounts] = {}
@@ -235,8 +247,6 @@ def load_stage(
                 plans[name].examples_needed, p.run_fingerprint,
             )  # fmt: skip
 
-        own = executor is None
-        runner = executor or LocalExecutor(1)
         try:
             with (
                 progress.task("load", sum(size for size, _ in sizes.values())) as advance,
@@ -318,16 +328,29 @@ class ShardResult:
     joined: int
 
 
-def _load_shards(folder: RunFolder, p: Prepared) -> list[LoadShard]:
+def shard_rows(total_rows: int, workers: int) -> int:
+    """Rows per load shard: ``SHARD_ROWS``, or fewer when the run's rows would not give every
+    worker two shards to read (40,000 rows on two workers: four shards of 10,000, not one
+    of 40,000 that one worker reads while the other waits); never under ``MIN_SHARD_ROWS``,
+    where a task's own start costs more than its share of the rows. Where the shards end
+    never changes what load writes (the whole-source pass reads them in file order)."""
+    if workers <= 1:
+        return SHARD_ROWS  # one process reads them one after another anyway
+    wanted = -(-total_rows // (2 * workers))
+    return max(MIN_SHARD_ROWS, min(SHARD_ROWS, wanted))
+
+
+def _load_shards(folder: RunFolder, p: Prepared, workers: int = 1) -> list[LoadShard]:
     """Every shard of every source, the biggest first (so no big one starts last)."""
     tasks = []
+    size = shard_rows(sum(len(s) for splits in p.opened.values() for s in splits), workers)
     for name, member in p.members.items():
         source = p.catalog.source(name)
         shard = 0
         for split_data in p.opened[name]:
             rows = len(split_data)
-            for start in range(0, rows, SHARD_ROWS):
-                stop = min(start + SHARD_ROWS, rows)
+            for start in range(0, rows, size):
+                stop = min(start + size, rows)
                 tasks.append(
                     LoadShard(
                         str(folder.root),

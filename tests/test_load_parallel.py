@@ -150,8 +150,9 @@ def _load(
     executor: Executor | None = None,
 ) -> Manifest:
     # Where shards end (stages) and where open() notes the JSON Lines offsets to seek to (load).
-    monkeypatch.setattr(stages, "SHARD_ROWS", shard_rows)
-    monkeypatch.setattr(load_module, "SHARD_ROWS", shard_rows)
+    for module in (stages, load_module):
+        monkeypatch.setattr(module, "SHARD_ROWS", shard_rows)
+        monkeypatch.setattr(module, "MIN_SHARD_ROWS", min(shard_rows, 5_000))
     return load_stage(recipe, out, executor=executor)
 
 
@@ -280,3 +281,14 @@ def test_transforms_are_built_once_per_read_not_per_row(
     assert built.count(1) == shards  # pairs has one step; the others none
     rows = {int(r["example_id"]): r for r in _examples(tmp_path / "run", "pairs")}
     assert all(not json.loads(r["fields"])["hypothesis"].startswith(" ") for r in rows.values())
+
+
+def test_shards_shrink_so_every_worker_has_two_to_read() -> None:
+    from pipeline.load import MIN_SHARD_ROWS, SHARD_ROWS
+    from pipeline.stages import shard_rows
+
+    assert shard_rows(40_000, 1) == SHARD_ROWS  # one process: nothing to share
+    assert shard_rows(40_000, 2) == 10_000  # four shards for two workers, not one
+    assert shard_rows(10_000_000, 2) == SHARD_ROWS  # big sources: as many full shards as ever
+    assert shard_rows(3_000, 8) == MIN_SHARD_ROWS  # never so small a task costs more than it reads
+    assert shard_rows(0, 2) == MIN_SHARD_ROWS
