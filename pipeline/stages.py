@@ -35,7 +35,7 @@ from .catalog import (
 from .columns import RecordColumns
 from .errors import RunFolderError
 from .executor import Executor, LocalExecutor
-from .heap import fewer_collections
+from .heap import stage_heap
 from .load import (
     MIN_SHARD_ROWS,
     SHARD_ROWS,
@@ -250,7 +250,7 @@ def load_stage(
         try:
             with (
                 progress.task("load", sum(size for size, _ in sizes.values())) as advance,
-                fewer_collections(),
+                stage_heap(),
             ):
                 for name in p.members:
                     if not shards[name]:
@@ -388,7 +388,7 @@ def load_shard(task: LoadShard) -> ShardResult:
     with (
         rows_sink,
         ParquetSink(_shard_file(folder, name, task.shard, ".rejects"), _REJECT_LINES) as bad,
-        fewer_collections(),
+        stage_heap(),
     ):
         for batch in iter_rows(
             source,
@@ -676,32 +676,39 @@ def few_shot_pool(folder: RunFolder, source: str) -> list[Example]:
 def render_part(task: PartTask) -> PartResult:
     """Render one part of examples into records and write it (a top-level function, so worker
     processes and Ray can run it). Its output names come from the task alone."""
-    n, records, rejects, _ = _render_records(task)
-    _finish_part(RunFolder(Path(task.out)), "render", task, records.table(), rejects)
-    return PartResult(n)
+    # A part's records pile up as objects and Arrow buffers: see heap.py.
+    with stage_heap():
+        n, records, rejects, _ = _render_records(task)
+        _finish_part(RunFolder(Path(task.out)), "render", task, records.table(), rejects)
+        return PartResult(n)
 
 
 def validate_part(task: PartTask) -> PartResult:
     """Check one part of rendered records; keep the good ones, reject the rest with a reason."""
-    folder = RunFolder(Path(task.out))
-    table = pq.read_table(folder.part("rendered", task.source, task.part), schema=PART_SCHEMA)
-    with_syntax = _examples_with_template_syntax(folder.part("examples", task.source, task.part))
-    valid, rejects = _validate_records(task, table, with_syntax)
-    _finish_part(folder, "validate", task, valid, rejects)
-    return PartResult(table.num_rows)
+    # A part's records pile up as objects and Arrow buffers: see heap.py.
+    with stage_heap():
+        folder = RunFolder(Path(task.out))
+        table = pq.read_table(folder.part("rendered", task.source, task.part), schema=PART_SCHEMA)
+        examples = folder.part("examples", task.source, task.part)
+        with_syntax = _examples_with_template_syntax(examples)
+        valid, rejects = _validate_records(task, table, with_syntax)
+        _finish_part(folder, "validate", task, valid, rejects)
+        return PartResult(table.num_rows)
 
 
 def render_validate_part(task: PartTask) -> PartResult:
     """Both stages on one part without reading the rendered records back from disk; writes
     exactly the files ``render_part`` then ``validate_part`` would."""
-    folder = RunFolder(Path(task.out))
-    n, records, render_rejects, with_syntax = _render_records(task)
-    table = records.table()
-    valid, validate_rejects = _validate_records(task, table, with_syntax)
-    _finish_part(folder, "render", task, table, render_rejects)
-    rendered = folder.part("rendered", task.source, task.part)
-    _finish_part(folder, "validate", task, valid, validate_rejects, same_as=rendered)
-    return PartResult(n)
+    # A part's records pile up as objects and Arrow buffers: see heap.py.
+    with stage_heap():
+        folder = RunFolder(Path(task.out))
+        n, records, render_rejects, with_syntax = _render_records(task)
+        table = records.table()
+        valid, validate_rejects = _validate_records(task, table, with_syntax)
+        _finish_part(folder, "render", task, table, render_rejects)
+        rendered = folder.part("rendered", task.source, task.part)
+        _finish_part(folder, "validate", task, valid, validate_rejects, same_as=rendered)
+        return PartResult(n)
 
 
 def _render_records(
@@ -717,30 +724,28 @@ def _render_records(
     rejects: list[Reject] = []
     with_syntax: set[str] = set()
     n = 0
-    # The part's records pile up as objects until its table is built: see heap.py.
-    with fewer_collections():
-        for batch in read_batches(folder.part("examples", task.source, task.part)):
-            with_syntax.update(_syntax_ids(batch))
-            for example in examples_of(batch):
-                n += 1
-                if example.out_split == "exemplar":
-                    continue  # an eval source's exemplar: shown in prompts, never a query
-                for result in renderer.render(example):
-                    if isinstance(result, RenderError):
-                        rejects.append(
-                            Reject(
-                                stage="render",
-                                source=task.source,
-                                split=example.split,
-                                example_id=example.example_id,
-                                template_id=result.template_id,
-                                rule=result.rule,
-                                message=str(result),
-                                locator=example.locator,
-                            )
+    for batch in read_batches(folder.part("examples", task.source, task.part)):
+        with_syntax.update(_syntax_ids(batch))
+        for example in examples_of(batch):
+            n += 1
+            if example.out_split == "exemplar":
+                continue  # an eval source's exemplar: shown in prompts, never a query
+            for result in renderer.render(example):
+                if isinstance(result, RenderError):
+                    rejects.append(
+                        Reject(
+                            stage="render",
+                            source=task.source,
+                            split=example.split,
+                            example_id=example.example_id,
+                            template_id=result.template_id,
+                            rule=result.rule,
+                            message=str(result),
+                            locator=example.locator,
                         )
-                    else:
-                        records.add(example, result)
+                    )
+                else:
+                    records.add(example, result)
     return n, records, rejects, with_syntax
 
 
@@ -944,7 +949,7 @@ def _part_stage(
         own = executor is None
         executor = executor or LocalExecutor(1)
         try:
-            with fewer_collections():
+            with stage_heap():
                 _run_parts(folder, manifest, stage, executor, progress)
         finally:
             if own:
