@@ -828,9 +828,11 @@ def _syntax_ids(batch: pa.RecordBatch) -> set[str]:
     """Ids of examples whose data itself contains Jinja delimiters (then they are no leftovers).
 
     JSON escaping leaves braces, % and # alone, so the serialised fields are searched as is."""
-    ids = batch.column("example_id").to_pylist()
-    fields = batch.column("fields").to_pylist()
-    return {e for e, f in zip(ids, fields, strict=True) if any(t in f for t in TEMPLATE_SYNTAX)}
+    fields = batch.column("fields")
+    found = np.zeros(batch.num_rows, dtype=bool)
+    for token in TEMPLATE_SYNTAX:  # literal searches over the column, not a loop over rows
+        found |= np.asarray(pc.fill_null(pc.match_substring(fields, token), False))
+    return set(batch.column("example_id").filter(pa.array(found)).to_pylist())
 
 
 def _run_parts(
