@@ -189,6 +189,7 @@ class CompiledTemplate:
         self._literals: list[str] = []
         self._named: dict[tuple[str, ...], bool] = {}
         self._parts: dict[str, Renderable | None] = {}
+        self._trees: dict[str, jinja2.nodes.Template] = {}
         self._choices: list[Renderable] | Renderable | None = None
         self._gold: list[Renderable] | Renderable | None = None
         spec = template.spec
@@ -216,8 +217,8 @@ class CompiledTemplate:
             part = "the template"
             all_texts = [t for t in texts.values() if t]
             all_texts += _list_texts(spec.answer_choices) + _list_texts(spec.gold_answers)
-            # Each text parsed once more for what it names (literal text names nothing).
-            trees = {t: env.parse(t) for t in all_texts if not is_literal(t)}
+            # What each text names (literal text names nothing), from its parsed tree.
+            trees = {t: self._trees[t] for t in all_texts if not is_literal(t)}
             names = {t: jinja2.meta.find_undeclared_variables(tree) for t, tree in trees.items()}
             self.uses_options = any(
                 "options" in names.get(t, ())
@@ -243,21 +244,25 @@ class CompiledTemplate:
                 spec.id,
             )
 
-    @staticmethod
-    def _compile(env: jinja2.Environment, source: str) -> Renderable:
-        return compile_text(env, source)
+    def _compile(self, env: jinja2.Environment, source: str) -> Renderable:
+        # Parsed once: the tree serves the fast path here and what the template names below.
+        if is_literal(source):
+            return compile_text(env, source)
+        tree = self._trees.get(source)
+        if tree is None:
+            tree = self._trees[source] = env.parse(source)
+        return compile_text(env, source, tree=tree)
 
-    @classmethod
     def _compile_list(
-        cls, env: jinja2.Environment, value: str | list[str] | None
+        self, env: jinja2.Environment, value: str | list[str] | None
     ) -> list[Renderable] | Renderable | None:
         """A list field (answer_choices, gold_answers): one text split on '|||' after it
         renders, or a list of texts."""
         if value is None:
             return None
         if isinstance(value, str):
-            return cls._compile(env, value)
-        return [cls._compile(env, v) for v in value]
+            return self._compile(env, value)
+        return [self._compile(env, v) for v in value]
 
 
     def always_names(self, choices: Sequence[str]) -> bool:
@@ -384,21 +389,41 @@ def is_bounded(
     return fastpath.plan(env, source, dict(env.globals), tree) is not None
 
 
-def compile_text(env: jinja2.Environment, source: str, *, fast: bool = True) -> Renderable:
+def compile_text(
+    env: jinja2.Environment,
+    source: str,
+    *,
+    fast: bool = True,
+    tree: jinja2.nodes.Template | None = None,
+) -> Renderable:
     """One Jinja text as a function of a context dict.
 
     Literal text (no Jinja syntax: most answer choices) skips Jinja entirely. A text that is
-    pure substitution (names, ``a.b``, ``a[k]``, context-free filters: ``fastpath.plan``) is
-    rendered as plain string building with the sandbox's own lookups, filters and budget, so
-    its output and errors are Jinja's (``fast=False``: always Jinja, the reference the tests
-    compare against). Otherwise the globals are merged into the context in one dict and handed
-    to Jinja as a shared context, which skips ``Template.render``'s per-call copy of the
+    pure substitution (names, ``a.b``, ``a[k]``, context-free filters, conditions:
+    ``fastpath.plan``) is rendered as plain string building with the sandbox's own lookups,
+    filters and budget, so its output and errors are Jinja's (``fast=False``: always Jinja, the
+    reference the tests compare against); Jinja compiles it only if a caller hands it a context
+    that is not a plain dict. Otherwise the globals are merged into the context in one dict and
+    handed to Jinja as a shared context, which skips ``Template.render``'s per-call copy of the
     globals through a ChainMap: that copy was most of the render time in profiles.
+    ``tree``: the text already parsed by ``env`` (parsing raises the syntax errors Jinja's
+    compile would).
     """
     if is_literal(source):
         return lambda context: source
-    # Compiled by Jinja in every case: its syntax errors are the ones reported, and it renders
-    # whatever the fast path hands back (a context that is not a plain dict).
+    if fast:
+        if tree is None:
+            tree = env.parse(source)
+        program = fastpath.plan(env, source, dict(env.globals), tree)
+        if program is not None:
+            # Jinja's code generation and Python's compile of the fast path's subset cannot
+            # fail once the text has parsed: the subset has no tests, unknown filters, blocks
+            # or assignments, and is at most fastpath's depth deep. So they wait until needed.
+            return fastpath.compile_program(env, program, _when_needed(env, source))
+    return _jinja(env, source)
+
+
+def _jinja(env: jinja2.Environment, source: str) -> Renderable:
     template = env.from_string(source)
     global_vars = dict(template.globals)
     root = template.root_render_func
@@ -412,10 +437,18 @@ def compile_text(env: jinja2.Environment, source: str, *, fast: bool = True) -> 
         # and everything the render builds on the way counts against one budget.
         return render_output(root(ctx))
 
-    program = fastpath.plan(env, source, global_vars) if fast else None
-    if program is None:
-        return render
-    return fastpath.compile_program(env, program, render)
+    return render
+
+
+def _when_needed(env: jinja2.Environment, source: str) -> Renderable:
+    compiled: list[Renderable] = []
+
+    def render(context: dict[str, Any]) -> str:
+        if not compiled:
+            compiled.append(_jinja(env, source))
+        return compiled[0](context)
+
+    return render
 
 
 def template_context(source: Source, example: Example) -> dict[str, Any]:

@@ -487,3 +487,27 @@ def test_a_slice_from_the_context_is_charged_as_in_jinja(monkeypatch: pytest.Mon
         assert fast == jinja
         text = "{% if label %}{{ premise }} {{ answer_choices[cut][0] }}. {% endif %}" * n
         assert both_ways(text, context) == both_ways(text, context)[::-1]
+
+
+def test_jinja_compiles_a_fast_text_only_for_a_context_that_is_not_a_dict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compiled: list[str] = []
+    from_string = ENV.from_string
+
+    def counting(source: Any, *args: Any, **kwargs: Any) -> Any:
+        compiled.append(source)
+        return from_string(source, *args, **kwargs)
+
+    monkeypatch.setattr(ENV, "from_string", counting)
+    render = compile_text(ENV, "{% if label %}{{ premise }}{% endif %}")
+    assert render(CONTEXT) == CONTEXT["premise"]
+    assert compiled == []  # parsed (for its syntax errors and its plan), never compiled
+    assert render(ChainMap(CONTEXT)) == CONTEXT["premise"]  # a mapping: Jinja's own render
+    assert len(compiled) == 1
+    render(ChainMap(CONTEXT))
+    assert len(compiled) == 1  # once
+    compile_text(ENV, "{% for c in answer_choices %}{{ c }}{% endfor %}")
+    assert len(compiled) == 2  # Jinja's texts compile when they load
+    with pytest.raises(jinja2.TemplateSyntaxError):
+        compile_text(ENV, "{% if label %}{{ premise }}")  # no endif: the parse says so
