@@ -17,7 +17,9 @@ load 0.76. Buffers remember the allocator they came from, so they are freed corr
 the block.
 
 Both settings are the process's own, so they are restored on the way out, and only the
-outermost of nested blocks (a part inside a stage) changes them.
+outermost of nested blocks (a part inside a stage) changes them. The mix and the export, which
+read many tables one after another with the default allocator, hand its free pages back every
+100,000 rows (``FreedMemory``) so its retained memory does not grow with the run.
 """
 
 from __future__ import annotations
@@ -56,3 +58,22 @@ def stage_heap() -> Iterator[None]:
         gc.set_threshold(*threshold)
         gc.unfreeze()
         _state.depth = depth
+
+
+class FreedMemory:
+    """Hands the memory Arrow's allocator holds free back to the system every ``rows`` rows
+    passed. The default pool (mimalloc) keeps the pages of freed buffers, and what it keeps
+    grows with how many tables were read and built, not with what is alive: reading the
+    10,000-row groups of a mixture one at a time peaked at 157 MB for 100,000 records and
+    192 MB for a million, and at 107 and 111 MB with a release after each. A release costs
+    about a millisecond."""
+
+    def __init__(self, rows: int = 100_000) -> None:
+        self.rows = rows
+        self._since = 0
+
+    def passed(self, rows: int) -> None:
+        self._since += rows
+        if self._since >= self.rows:
+            pa.default_memory_pool().release_unused()
+            self._since = 0

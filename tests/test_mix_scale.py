@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import Manifest, decontam, mix, run_recipe
+from pipeline.catalog import recipe_context
 from pipeline.decontam import EvalIndex, Overlap, tokens
 from pipeline.export.formats import FORMATS, _turns, arrow_type, conversation
 from pipeline.mix import bucket_of, order_key, record_key, stable_keys_of
@@ -229,8 +230,8 @@ def test_many_small_buckets_and_batches_write_the_same_bytes(
     """The run mixed again with buckets of 3 records and a sort buffer of 5 (a bucket per few
     records, as a run of millions has hundreds), or with only 2 bucket files open at once, so
     that every bucket is cut again (twice over) before it is sorted, as past 6.4 million
-    records; and decontamination batches of 2 texts: the same files, byte for byte, the same
-    counts, and no bucket file left behind."""
+    records; decisions made in partitions of a few records; and decontamination batches of 2
+    texts: the same files, byte for byte, the same counts, and no scratch file left behind."""
     out, manifest = mixed_run
     counts = manifest.sources["facts"]
     assert counts.records_decontaminated and counts.records_deduplicated
@@ -243,14 +244,21 @@ def test_many_small_buckets_and_batches_write_the_same_bytes(
     monkeypatch.setattr(mix, "MAX_BUCKETS", max_buckets)
     monkeypatch.setattr(mix._Buckets, "BUFFER_ROWS", 5)
     monkeypatch.setattr(decontam, "_BATCH", 2)
+    # Partitions of 4 records (at most 3, so they hold more) and histogram bins of 2 too.
+    monkeypatch.setattr(mix, "PARTITION_ROWS", 4)
+    monkeypatch.setattr(mix, "MAX_PARTITIONS", 3)
+    monkeypatch.setattr(mix, "SHARE_BIN_ROWS", 2)
     cut: list[int] = []
-    sub_buckets = mix._Buckets.__init__
+    scratch = mix._Scratch.buckets
 
-    def counting(self: mix._Buckets, directory: Path, n: int, first: int = 0) -> None:
-        cut.append(first)
-        sub_buckets(self, directory, n, first)
+    def counting(
+        self: mix._Scratch, n: int, schema: pa.Schema = mix.MIX_SCHEMA, compression: str = "zstd"
+    ) -> mix._Buckets:
+        if schema == mix.MIX_SCHEMA:  # the sort buckets, not the decisions' partitions
+            cut.append(n)
+        return scratch(self, n, schema, compression)
 
-    monkeypatch.setattr(mix._Buckets, "__init__", counting)
+    monkeypatch.setattr(mix._Scratch, "buckets", counting)
     again = mix.mix_stage(copy)
     assert _files(copy) == _files(out)
     assert again.splits == manifest.splits
@@ -278,36 +286,37 @@ def test_reject_messages_name_the_kept_record_and_quote_the_overlap(
             assert "which town did the travellers reach" in reject["message"]
 
 
-def test_the_survey_holds_a_fixed_few_bytes_per_record(
-    mixed_run: tuple[Path, Manifest],
+def test_the_survey_is_fixed_width_columns_in_partitions_on_disk(
+    mixed_run: tuple[Path, Manifest], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What the mix keeps of every record is numpy columns, 46 bytes a record; ids and
-    overlaps are not kept (they are read again for the records a message names)."""
+    """What the mix keeps of every record is on disk, not in memory: the survey writes each
+    record that decontamination keeps, once, to the partition of its group (conversation and
+    split), in global order, with its id where the valid part has it; a contaminated record
+    is an event of its own. So a duplicate group is decided within one partition."""
     out, manifest = mixed_run
+    monkeypatch.setattr(mix, "PARTITION_ROWS", 10)
     folder = RunFolder(out)
-    recipe, catalog = mix.recipe_context(manifest)
+    recipe, catalog = recipe_context(manifest)
     index, _ = mix._eval_index(folder, manifest, recipe, catalog)
-    survey = mix._survey(folder, manifest, recipe, index, lambda n: None)
-    n = sum(c.records_accepted for c in manifest.sources.values())
-    columns = [
-        survey.source_of,
-        survey.split_of,
-        survey.keys,
-        survey.contaminated,
-        survey.hashes.exact,
-        survey.hashes.normalized,
-        survey.hashes.prompt,
-        survey.hashes.answer,
-    ]
-    assert all(len(c) == n for c in columns)
-    assert sum(c.nbytes for c in columns) == 46 * n
-    assert int(np.count_nonzero(survey.contaminated)) == manifest.decontamination["records_dropped"]
-    # An id is read back only where asked for, from the part that holds it.
-    wanted = np.array([0, n // 2, n - 1])
-    ids = mix._ids_at(folder, survey, wanted)
-    assert sorted(ids) == wanted.tolist()
-    first = RunFolder(out).parts("valid", survey.sources[0])[0]
-    assert ids[0] == pq.read_table(first, columns=["id"]).column("id")[0].as_py()
+    layout = mix._Layout.of(folder, manifest)
+    assert layout.partitions > 1
+    scratch = mix._Scratch(tmp_path)
+    events = scratch.buckets(len(layout.chunk_starts), mix.EVENT_SCHEMA)
+    partitions, contaminated = mix._survey(layout, recipe, index, scratch, events, lambda n: None)
+    events.close()
+    assert contaminated == manifest.decontamination["records_dropped"] > 0
+    tables = [pq.read_table(p) for p in partitions.paths]
+    assert all(t.schema == mix.SURVEY_SCHEMA for t in tables)
+    rows = np.concatenate([t.column("row").to_numpy() for t in tables])
+    flagged = np.concatenate([pq.read_table(p).column("row").to_numpy() for p in events.paths])
+    assert sorted([*rows.tolist(), *flagged.tolist()]) == list(range(layout.n))
+    for t in tables:
+        assert (np.diff(t.column("row").to_numpy()) > 0).all()
+    groups = [set(t.column("group").to_pylist()) for t in tables]
+    assert sum(len(g) for g in groups) == len(set().union(*groups))
+    ids = [i for p in folder.parts("valid", "facts") for i in pq.read_table(p)["id"].to_pylist()]
+    for t in tables:
+        assert t.column("id").to_pylist() == [ids[r] for r in t.column("row").to_pylist()]
 
 
 def _conversations() -> list[list[dict[str, str | None]]]:

@@ -24,7 +24,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..catalog import Catalog, recipe_context
-from ..errors import PipelineError, os_cause, os_filename
+from ..errors import PipelineError, RunFolderError, os_cause, os_filename
+from ..heap import FreedMemory
 from ..models import Manifest, Recipe
 from ..progress import NullProgress, Progress
-from ..runfolder import RunFolder, atomic_text, read_batches
+from ..runfolder import RunFolder, _unreadable, atomic_text
 from ..transaction import SHOWN as SHOWN
 from ..transaction import FolderKind, Words, scan, target_path, write_folder, write_marker
 from ..transaction import read_marker as _read_marker
@@ -175,9 +176,9 @@ def _build(
     # Written first, so a build folder a killed export leaves is recognisably ours.
     write_marker(EXPORT, build, manifest, None, extra)
     composition = Composition.count(
-        (split, pa.Table.from_batches([batch]))
+        (split, table)
         for split in manifest.splits
-        for batch in pq.ParquetFile(folder.mixed(split)).iter_batches(columns=_COUNTED)
+        for table in _row_groups(folder.mixed(split), _COUNTED)
     )
     files: dict[str, dict[str, list[str]]] = {f.config: {} for f in formats}
     with progress.task("export", sum(manifest.splits.values())) as advance:
@@ -247,6 +248,22 @@ def scan_export(
     return scan(EXPORT, folder, written, extra, limit)
 
 
+def _row_groups(path: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """A parquet file's rows, a row group at a time. ``ParquetFile.iter_batches`` holds memory
+    that grows with the file: reading a mixture of a million records in batches peaked 60 MB
+    higher than one of 100,000 records, even with the allocator's free pages handed back after
+    each batch; reading its row groups in turn peaked 7 MB higher. The shards are cut by rows
+    alone, so how the rows arrive does not change their bytes."""
+    if not path.is_file():
+        raise RunFolderError(f"{path}: missing; rerun the stage that writes it")
+    try:
+        with pq.ParquetFile(path) as reader:
+            for group in range(reader.num_row_groups):
+                yield reader.read_row_group(group, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(path, exc) from None
+
+
 def _write_shards(
     src: Path,
     build: Path,
@@ -262,8 +279,9 @@ def _write_shards(
     spec = recipe.export
     n_shards = max(1, math.ceil(rows / spec.shard_rows))
     names: dict[str, list[str]] = {f.config: [] for f in formats}
-    batches = read_batches(src, batch_rows=spec.row_group_rows)
+    tables = _row_groups(src)
     pending: pa.Table | None = None
+    freed = FreedMemory()
     for i in range(n_shards):
         shards: list[Shard] = []
         try:
@@ -276,13 +294,14 @@ def _write_shards(
             left = min(spec.shard_rows, rows - i * spec.shard_rows)
             while left > 0:
                 if pending is None or pending.num_rows == 0:
-                    pending = pa.Table.from_batches([next(batches)])
+                    pending = next(tables)
                 take = pending.slice(0, left)
                 for shard in shards:
                     shard.add(take)
                 left -= take.num_rows
                 pending = pending.slice(take.num_rows)
                 advance(take.num_rows)
+                freed.passed(take.num_rows)
             for shard in shards:
                 shard.close()
         except BaseException:
