@@ -32,32 +32,60 @@ CALCULATOR = re.compile(r"<<[^<>]*>>")
 # PTB conventions, undone in this order. Quotes first, so the spacing rules below see plain
 # double quotes.
 _BRACKETS = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
-# Each step comes with the characters one of which any text it changes holds, and, for a text
-# whose only whitespace is the space, the substrings one of which it holds: a step that cannot
-# match is not run (most of a plain text's steps, per row), and the substring test is a few
-# C-level searches where the regex would try its pattern at every space.
-_PTB_STEPS: list[tuple[re.Pattern[str], str, frozenset[str], tuple[str, ...]]] = [
+# No space before closing punctuation, but ".537" is a number, not a full stop.
+_CLOSING = ",;:!?%)]}"
+_CLOSE_UP = re.compile(r"\s+([,;:!?%)\]}]|\.(?!\d))")
+_SPACE_DOT_DIGIT = re.compile(r" \.\d")
+
+
+def _close_up(text: str) -> str:
+    """``_CLOSE_UP`` on a text whose only whitespace is the space, by plain replacement (the
+    step most tokenised rows need: "packages ."): every run of spaces before a closing mark goes
+    (a run ends before one character, so removing runs never changes what another run is
+    followed by), and before a full stop too unless a space run precedes a decimal point
+    (".537"), which the regex itself then handles."""
+    for mark in _CLOSING:
+        pair = " " + mark
+        while pair in text:
+            text = text.replace(pair, mark)
+    if " ." in text:
+        if _SPACE_DOT_DIGIT.search(text):
+            return _CLOSE_UP.sub(r"\1", text)
+        while " ." in text:
+            text = text.replace(" .", ".")
+    return text
+
+
+# Each step: its pattern and replacement; the characters one of which any text it changes
+# holds; and, for a text whose only whitespace is the space, the substrings one of which it
+# holds, or the function that does the step on such a text. A step that cannot match is not
+# run (most of a plain text's steps, per row), and a substring test is a few C-level searches
+# where the regex would try its pattern at every space.
+_PTB_STEPS: list[
+    tuple[re.Pattern[str], str, frozenset[str], tuple[str, ...], Callable[[str], str] | None]
+] = [
     # opening quote: attach to the next word
-    (re.compile(r"``\s*"), '"', frozenset("`"), ("``",)),
+    (re.compile(r"``\s*"), '"', frozenset("`"), ("``",), None),
     # closing quote: attach to the previous word
-    (re.compile(r"\s*''"), '"', frozenset("'"), ("''",)),
-    # No space before closing punctuation, but ".537" is a number, not a full stop.
-    (
-        re.compile(r"\s+([,;:!?%)\]}]|\.(?!\d))"),
-        r"\1",
-        frozenset(",;:!?%)]}."),
-        tuple(" " + c for c in ",;:!?%)]}."),
-    ),
+    (re.compile(r"\s*''"), '"', frozenset("'"), ("''",), None),
+    (_CLOSE_UP, r"\1", frozenset(_CLOSING + "."), (), _close_up),
     # Nor after opening brackets and currency.
-    (re.compile(r"([(\[{$#])\s+"), r"\1", frozenset("([{$#"), tuple(c + " " for c in "([{$#")),
+    (
+        re.compile(r"([(\[{$#])\s+"),
+        r"\1",
+        frozenset("([{$#"),
+        tuple(c + " " for c in "([{$#"),
+        None,
+    ),
     (
         re.compile(r"\s+(n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE),
         r"\1",
         frozenset("'"),
         (" '", " n'", " N'"),
+        None,
     ),
     # plural possessive: "girls ' school"
-    (re.compile(r"(?<=\ws) '(?=\s)"), "'", frozenset("'"), (" ' ",)),
+    (re.compile(r"(?<=\ws) '(?=\s)"), "'", frozenset("'"), (" ' ",), None),
 ]
 # Quotes standing alone as tokens (a straight double quote, or PTB's two backticks and two
 # apostrophes) are paired up by position, odd ones opening, even ones closing: the position
@@ -81,44 +109,20 @@ def detokenize(text: str) -> str:
     # Every whitespace character but the space is unprintable (tabs, newlines, no-break and
     # other Unicode spaces); no step adds one, so this holds through the steps.
     spaces_only = text.isprintable()
-    for step, (pattern, replacement, needs, spots) in enumerate(_PTB_STEPS):
-        if spaces_only and step == _CLOSE_UP:
-            text = _close_up(text)
-        elif spaces_only:
+    for pattern, replacement, needs, spots, spaced in _PTB_STEPS:
+        if not spaces_only:
+            if not needs.isdisjoint(text):
+                text = pattern.sub(replacement, text)
+        elif spaced is not None:
+            text = spaced(text)
+        else:
             for spot in spots:
                 if spot in text:
                     text = pattern.sub(replacement, text)
                     break
-        elif not needs.isdisjoint(text):
-            text = pattern.sub(replacement, text)
     # Runs of whitespace to one space, ends stripped: what re's \s+ and strip() do (both take
     # str.isspace's whitespace), in one C call.
     return " ".join(text.split())
-
-
-# The step that takes the space out before closing punctuation, the one most tokenised rows need
-# ("packages ."), done by plain replacement where the text's only whitespace is the space.
-_CLOSE_UP = 2
-_CLOSING = ",;:!?%)]}"
-_SPACE_DOT_DIGIT = re.compile(r" \.\d")
-
-
-def _close_up(text: str) -> str:
-    """``_PTB_STEPS[_CLOSE_UP]`` on a text whose only whitespace is the space: every run of
-    spaces before a closing mark goes (a run ends before one character, so removing runs never
-    changes what another run is followed by), and before a full stop too unless a space run
-    precedes a decimal point (".537"), which the regex itself then handles."""
-    for mark in _CLOSING:
-        pair = " " + mark
-        while pair in text:
-            text = text.replace(pair, mark)
-    if " ." in text:
-        if _SPACE_DOT_DIGIT.search(text):
-            pattern, replacement = _PTB_STEPS[_CLOSE_UP][:2]
-            return pattern.sub(replacement, text)
-        while " ." in text:
-            text = text.replace(" .", ".")
-    return text
 
 
 def _pair_straight_quotes(text: str) -> str:
