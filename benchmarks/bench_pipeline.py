@@ -53,6 +53,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from bench_scale import _descendants
+
 SOURCE = "esnli"
 BENCH_SOURCE = "esnli_bench"
 TARGETS: dict[str, tuple[str, float] | None] = {
@@ -398,8 +400,10 @@ def run_stages(recipe: Path, out: Path, workers: int) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     cpu_started = cpu_seconds()
     started = time.perf_counter()
-    # One pool for both stages, as ``run`` uses it: load's shards and render's parts.
+    # One pool for both stages, as ``run`` uses it: load's shards and render's parts, its
+    # workers started before the recipe is prepared.
     executor = LocalExecutor(workers)
+    executor.start()
     try:
         load_stage(recipe, out, executor=executor)
         seconds["load"] = time.perf_counter() - started
@@ -442,9 +446,20 @@ def profile_stages(recipe: Path, out: Path, top: int) -> str:
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process (all its threads: Arrow's too) and of its reaped children."""
+    """CPU time of this process (all its threads: Arrow's too), of its reaped children, and of
+    the live processes under it with the children they reaped: workers are forked by the fork
+    server, which reaps them, so their time is in its children's time, never in ours."""
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    total = t.user + t.system + t.children_user + t.children_system
+    for pid in _descendants(os.getpid()):
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17, counted after the parenthesised name.
+        rest = raw[raw.rindex(")") + 2 :].split()
+        total += sum(int(x) for x in rest[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def diy_script(

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from .errors import PipelineError, RunFolderError
-from .executor import ExecutorName, make_executor
+from .executor import ExecutorName, LocalExecutor, make_executor
 from .export import export_stage
 from .load import DataMode
 from .mix import mix_stage
@@ -64,20 +64,28 @@ def run_recipe(
     progress = progress or NullProgress()
     folder = RunFolder(Path(out))
     with folder.lock(create=True), parts_compressed(folder.root, compression):
-        prepared = prepare(
-            Path(recipe) if recipe is not None else None,
-            data=data,
-            source_dirs=source_dirs,
-            template_dirs=template_dirs,
-            progress=progress,
-        )
-        done = _stages_to_keep(folder, prepared.run_fingerprint, keep) if resume else []
-        # One pool for load's shards and the render/validate parts: workers start once.
+        # One pool for load's shards and the render/validate parts: workers start once. A
+        # fresh run on this machine starts them before the recipe is prepared, so their
+        # start-up overlaps it (the recipe's memory limit reaches them with each task); a
+        # resume knows only once it is prepared whether any stage that needs them is left.
         pool = None
-        if "load" not in done or "validate" not in done:
-            memory_mb = prepared.recipe.limits.max_worker_memory_mb
-            pool = make_executor(executor, workers, address, memory_mb)
+        if executor == "local" and (not resume or not folder.manifest_path.is_file()):
+            pool = make_executor(executor, workers, address)
+            pool.start()
         try:
+            prepared = prepare(
+                Path(recipe) if recipe is not None else None,
+                data=data,
+                source_dirs=source_dirs,
+                template_dirs=template_dirs,
+                progress=progress,
+            )
+            done = _stages_to_keep(folder, prepared.run_fingerprint, keep) if resume else []
+            memory_mb = prepared.recipe.limits.max_worker_memory_mb
+            if isinstance(pool, LocalExecutor):
+                pool.memory_mb = memory_mb
+            elif "load" not in done or "validate" not in done:
+                pool = make_executor(executor, workers, address, memory_mb)
             if "load" not in done:
                 load_stage(None, folder.root, prepared=prepared, progress=progress, executor=pool)
             _record_compression(folder, compression)

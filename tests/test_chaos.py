@@ -30,9 +30,10 @@ templates:
 """
 
 
-def _children(pid: int) -> set[int]:
-    """Processes whose parent is ``pid`` (the workers and multiprocessing's helpers)."""
-    out = set()
+def _descendants(pid: int) -> set[int]:
+    """Processes below ``pid``: the workers (children of the fork server, or of the run where
+    they are spawned) and multiprocessing's helpers."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -41,9 +42,12 @@ def _children(pid: int) -> set[int]:
         except OSError:
             continue
         # The command name may hold spaces and parentheses; the fields after the last ')' don't.
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            out.add(int(entry.name))
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - out
+        out |= frontier
     return out
 
 
@@ -100,12 +104,12 @@ def kill_parent_only_then_rerun(root: Path) -> tuple[int, int, set[int]]:
     deadline = time.monotonic() + 180
     workers: set[int] = set()
     while time.monotonic() < deadline and proc.poll() is None:
-        workers |= _children(proc.pid)
+        workers |= _descendants(proc.pid)
         if any(out.glob("valid/*/part-*.parquet")):
             break
         time.sleep(0.01)
     assert proc.poll() is None, "the run ended before the kill point"
-    workers |= _children(proc.pid)
+    workers |= _descendants(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)  # the parent only: no process-group kill
     proc.wait()
     _catalog(root, "VERSION-B")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,46 @@ def test_workers_get_the_memory_limit_the_recipe_asks_for() -> None:
     finally:
         pool.close()
     assert limits == {4096 * 1024 * 1024}
+
+
+def test_a_pool_started_early_gets_the_memory_limit_known_later() -> None:
+    # `run` starts its workers before the recipe (which sets the limit) is read.
+    pool = LocalExecutor(2)
+    try:
+        pool.start()
+        pool.memory_mb = 4096
+        limits = {limit for _, limit in pool.imap(_address_space_limit, [0, 1, 2])}
+    finally:
+        pool.close()
+    assert limits == {4096 * 1024 * 1024}
+
+
+def _worker_state(_: int) -> tuple[str | None, bool, int]:
+    import os
+    import sys
+
+    return os.environ.get("INSTRUCTMIX_TEST_VALUE"), "pipeline.stages" in sys.modules, os.getppid()
+
+
+def test_workers_start_with_the_stages_imported_and_the_drivers_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = LocalExecutor(2)
+    try:
+        list(first.imap(_worker_state, [0, 1]))  # the fork server is up from here on
+    finally:
+        first.close()
+    # Set after the server started: a worker forked from it still sees the driver's value.
+    monkeypatch.setenv("INSTRUCTMIX_TEST_VALUE", "set-later")
+    pool = LocalExecutor(2)
+    try:
+        states = [state for _, state in pool.imap(_worker_state, [0, 1, 2, 3])]
+    finally:
+        pool.close()
+    assert {(value, imported) for value, imported, _ in states} == {("set-later", True)}
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        # Forked from the fork server, not spawned by this process.
+        assert all(parent != os.getpid() for _, _, parent in states)
 
 
 def test_a_dead_worker_is_one_clear_error() -> None:
