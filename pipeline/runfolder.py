@@ -87,7 +87,13 @@ _OWN_FILES: dict[str, tuple[str, ...]] = {
     "examples": (rf"{_SLUG}/part-\d{{5}}\.parquet", rf"\.{_SLUG}\.all\.parquet"),
     "rendered": (rf"{_SLUG}/part-\d{{5}}\.parquet",),
     "valid": (rf"{_SLUG}/part-\d{{5}}\.parquet",),
-    "mixed": (rf"{_SLUG}\.parquet", r"conflicts\.jsonl", r"\.buckets/b-\d{5}\.parquet"),
+    # The mix's scratch files: Arrow IPC files, and the parquet ones earlier versions wrote.
+    "mixed": (
+        rf"{_SLUG}\.parquet",
+        r"conflicts\.jsonl",
+        r"\.buckets/b-\d{5}\.arrow",
+        r"\.buckets/b-\d{5}\.parquet",
+    ),
     "rejects": (rf"{_SLUG}/{_SLUG}/part-\d{{5}}\.jsonl",),
 }
 # What the stage that runs once ``needs`` is done reads from the run folder (render, validate,

@@ -305,10 +305,10 @@ def test_the_survey_is_fixed_width_columns_in_partitions_on_disk(
     partitions, contaminated = mix._survey(layout, recipe, index, scratch, events, lambda n: None)
     events.close()
     assert contaminated == manifest.decontamination["records_dropped"] > 0
-    tables = [pq.read_table(p) for p in partitions.paths]
+    tables = [mix._read_scratch(p) for p in partitions.paths]
     assert all(t.schema == mix.SURVEY_SCHEMA for t in tables)
     rows = np.concatenate([t.column("row").to_numpy() for t in tables])
-    flagged = np.concatenate([pq.read_table(p).column("row").to_numpy() for p in events.paths])
+    flagged = np.concatenate([mix._read_scratch(p).column("row").to_numpy() for p in events.paths])
     assert sorted([*rows.tolist(), *flagged.tolist()]) == list(range(layout.n))
     for t in tables:
         assert (np.diff(t.column("row").to_numpy()) > 0).all()
