@@ -53,8 +53,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bench_scale import _descendants
-
 SOURCE = "esnli"
 BENCH_SOURCE = "esnli_bench"
 TARGETS: dict[str, tuple[str, float] | None] = {
@@ -445,20 +443,47 @@ def profile_stages(recipe: Path, out: Path, top: int) -> str:
 # --------------------------------------------------------------------------- the baseline
 
 
+def proc_cpu(pid: int) -> tuple[int, float, float] | None:
+    """(parent pid, CPU seconds of the process, CPU seconds of the children it reaped) from
+    /proc, or None once it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: split after it.
+    rest = raw[raw.rindex(")") + 2 :].split()
+    own, reaped = int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14])
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(rest[1]), own / tick, reaped / tick
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process under ``root``, found by parent pid (one scan of /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            got = proc_cpu(int(entry.name))
+            if got is not None:
+                children.setdefault(got[0], []).append(int(entry.name))
+    out: list[int] = []
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
 def cpu_seconds() -> float:
     """CPU time of this process (all its threads: Arrow's too), of its reaped children, and of
     the live processes under it with the children they reaped: workers are forked by the fork
     server, which reaps them, so their time is in its children's time, never in ours."""
     t = os.times()
     total = t.user + t.system + t.children_user + t.children_system
-    for pid in _descendants(os.getpid()):
-        try:
-            raw = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        # utime, stime, cutime, cstime: fields 14-17, counted after the parenthesised name.
-        rest = raw[raw.rindex(")") + 2 :].split()
-        total += sum(int(x) for x in rest[11:15]) / os.sysconf("SC_CLK_TCK")
+    for pid in descendants(os.getpid()):
+        got = proc_cpu(pid)
+        if got is not None:
+            total += got[1] + got[2]
     return total
 
 

@@ -52,9 +52,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_pipeline  # the sibling script: its examples and catalog
+from bench_pipeline import descendants, proc_cpu
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_TICK = os.sysconf("SC_CLK_TCK")
 _DATA = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_AGAINST = (
     f"{_DATA / 'breaking_nli.subset.jsonl'}:sentence1,sentence2",
@@ -67,39 +67,11 @@ _STAGE_DIRS = ("examples", "rendered", "valid", "mixed", "dataset", "rejects")
 # --------------------------------------------------------------------------- /proc sampling
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds: user + system) of a process, or None once it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces: split after it.
-    rest = raw[raw.rindex(")") + 2 :].split()
-    return int(rest[1]), (int(rest[11]) + int(rest[12])) / _TICK
-
-
 def _rss(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
     except (OSError, IndexError, ValueError):
         return 0
-
-
-def _descendants(root: int) -> list[int]:
-    """Every live process under ``root``, found by parent pid (one scan of /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            got = _stat(int(entry.name))
-            if got is not None:
-                children.setdefault(got[0], []).append(int(entry.name))
-    out: list[int] = []
-    todo = list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo += children.get(pid, [])
-    return out
 
 
 def vm_hwm_mb() -> float:
@@ -136,10 +108,10 @@ class Sampler:
 
     def _sample(self) -> None:
         me = os.getpid()
-        pids = [me, *_descendants(me)]
+        pids = [me, *descendants(me)]
         cpu = {}
         for pid in pids:
-            got = _stat(pid)
+            got = proc_cpu(pid)
             if got is not None:
                 cpu[pid] = got[1]
         rss_self = _rss(me)
@@ -178,7 +150,7 @@ class Sampler:
     def stage(self, name: str) -> Iterator[StageNumbers]:
         numbers = StageNumbers()
         me = os.getpid()
-        got = _stat(me)
+        got = proc_cpu(me)
         with self._lock:
             numbers.cpu_start.update(self._seen)
             numbers.cpu_start[me] = got[1] if got else 0.0
