@@ -214,7 +214,7 @@ def run_scale(
     stages: Sequence[str],
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    from pipeline.executor import make_executor
+    from pipeline.executor import LocalExecutor, make_executor
     from pipeline.export import export_stage
     from pipeline.mix import mix_stage
     from pipeline.runfolder import RunFolder
@@ -257,23 +257,30 @@ def run_scale(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     with Sampler(interval_s, tmp) as sampler:
+        # One pool for load's shards and render+validate's parts, started before the recipe is
+        # prepared and given its memory limit once read: as `run` does it.
+        pool = None
         if "load" in stages or "render+validate" in stages:
-            with sampler.stage("prepare"):
-                log("prepare ...")
-                prepared = prepare(recipe)
-        if "load" in stages:
-            with sampler.stage("load"):
-                log("load ...")
-                load_stage(None, out, prepared=prepared)
-        if "render+validate" in stages:
-            with sampler.stage("render+validate"):
-                log("render+validate ...")
-                memory_mb = prepared.recipe.limits.max_worker_memory_mb
-                pool = make_executor(executor, workers, address, memory_mb)  # type: ignore[arg-type]
-                try:
+            pool = make_executor(executor, workers, address)  # type: ignore[arg-type]
+            pool.start()
+        try:
+            if pool is not None:
+                with sampler.stage("prepare"):
+                    log("prepare ...")
+                    prepared = prepare(recipe)
+                if isinstance(pool, LocalExecutor):
+                    pool.memory_mb = prepared.recipe.limits.max_worker_memory_mb
+            if "load" in stages:
+                with sampler.stage("load"):
+                    log("load ...")
+                    load_stage(None, out, prepared=prepared, executor=pool)
+            if "render+validate" in stages:
+                with sampler.stage("render+validate"):
+                    log("render+validate ...")
                     render_validate_stage(out, executor=pool, resume=True)
-                finally:
-                    pool.close()
+        finally:
+            if pool is not None:
+                pool.close()
         if "mix" in stages:
             with sampler.stage("mix"):
                 log("mix ...")
