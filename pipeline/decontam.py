@@ -156,6 +156,53 @@ def _spelled(texts: Sequence[str]) -> tuple[list[str], I64]:
 
 
 _ASCII_WORD = re.compile(r"\w+", re.UNICODE)
+# The bytes of ``\w`` in a lowered ASCII text.
+_WORD_BYTE = np.zeros(256, dtype=np.bool_)
+_WORD_BYTE[np.frombuffer(b"0123456789abcdefghijklmnopqrstuvwxyz_", dtype=np.uint8)] = True
+
+
+def _ascii_words(lowered: pa.Array) -> tuple[pa.Array, I64]:
+    """Every run of ``[0-9a-z_]`` bytes of lowered ASCII texts, in order, and the text each
+    is in: ``tokens`` of each text, found on the string array's own bytes (a byte table, run
+    edges, one gather of the word bytes) instead of splitting on a regular expression, which
+    took 3x as long (the survey tokenises every record of the mix)."""
+    if isinstance(lowered, pa.ChunkedArray):
+        lowered = lowered.combine_chunks()
+    n = len(lowered)
+    large = pa.types.is_large_string(lowered.type)
+    offsets = np.frombuffer(lowered.buffers()[1], dtype=np.int64 if large else np.int32)
+    offsets = offsets[lowered.offset : lowered.offset + n + 1].astype(np.int64)
+    base = int(offsets[0])
+    data = lowered.buffers()[2]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    span = raw[base : int(offsets[-1])]
+    word = _WORD_BYTE[span]
+    starts = offsets[:-1] - base
+    # A run begins at a word byte after a non-word one or at its text's first byte, and ends
+    # at a word byte before a non-word one or at its text's last byte.
+    begin = word.copy()
+    begin[1:] &= ~word[:-1]
+    firsts = starts[starts < len(word)]
+    begin[firsts] = word[firsts]
+    end = word.copy()
+    end[:-1] &= ~word[1:]
+    lasts = (offsets[1:] - base - 1)[offsets[1:] > offsets[:-1]]
+    end[lasts] = word[lasts]
+    run_starts = np.flatnonzero(begin)
+    lengths = np.flatnonzero(end) + 1 - run_starts
+    run_offsets = np.zeros(len(run_starts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=run_offsets[1:])
+    chars = pa.py_buffer(span[word])
+    if run_offsets[-1] < 2**31:
+        words = pa.StringArray.from_buffers(
+            len(run_starts), pa.py_buffer(run_offsets.astype(np.int32)), chars
+        )
+    else:
+        words = pa.LargeStringArray.from_buffers(len(run_starts), pa.py_buffer(run_offsets), chars)
+    # An empty text starts where the next one does: the last text starting at or before a
+    # run is the one holding it.
+    parents: I64 = np.searchsorted(starts, run_starts, side="right") - 1
+    return words, parents
 
 
 def tokens(text: str) -> list[str]:
@@ -332,12 +379,7 @@ class EvalIndex:
         ascii_rows = pc.string_is_ascii(given)
         other = np.flatnonzero(~ascii_rows.to_numpy(zero_copy_only=False))
         plain = pc.if_else(ascii_rows, given, "") if len(other) else given
-        words = pc.split_pattern_regex(pc.ascii_lower(plain), r"[^0-9a-z_]+")
-        flat = pc.list_flatten(words)
-        parents = pc.list_parent_indices(words).to_numpy(zero_copy_only=False).astype(np.int64)
-        nonempty = pc.greater(pc.binary_length(flat), 0)
-        flat = flat.filter(nonempty)
-        parents = parents[nonempty.to_numpy(zero_copy_only=False)]
+        flat, parents = _ascii_words(pc.ascii_lower(plain))
         if len(other):
             spelled, of = _spelled(given.take(pa.array(other)).to_pylist())
             flat = pa.concat_arrays([flat, pa.array(spelled, type=pa.string())])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 import pipeline.decontam
@@ -141,3 +144,20 @@ def test_records_are_matched_on_all_their_turns_joined() -> None:
     assert texts == [f"Premise: {words(0, 8)}\n{words(8, 14)}.", "", "\nno"]
     index = EvalIndex([("esnli/validation/abc123", PREMISE)])
     assert index.match_many(texts) == [Overlap("esnli/validation/abc123", words(0, 14)), None, None]
+
+
+def test_ascii_texts_are_cut_in_arrow_exactly_as_tokens_cuts_them() -> None:
+    """The survey cuts lowered ASCII texts on the string array's bytes; it gives ``tokens``'s
+    words of each text, empty texts, texts of separators only, and a sliced array included."""
+    rng = random.Random(20261202)
+    alphabet = "aZ_9 .,-'\n\t"
+    texts = ["", "a", " ", " a", "a ", "..", "ab cd", "__", "x-y", "Don't STOP, now!"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(5000)]
+    lowered = pc.ascii_lower(pa.array(texts))
+    for start, length in ((0, len(texts)), (7, 3000), (1, 0), (4000, 1001)):
+        part = lowered.slice(start, length)
+        words, parents = pipeline.decontam._ascii_words(part)
+        expected = [
+            (i, w) for i, t in enumerate(texts[start : start + length]) for w in tokens(t)
+        ]
+        assert list(zip(parents.tolist(), words.to_pylist(), strict=True)) == expected
