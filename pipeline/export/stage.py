@@ -24,19 +24,18 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..catalog import Catalog, recipe_context
-from ..errors import PipelineError, RunFolderError, os_cause, os_filename
+from ..errors import PipelineError, os_cause, os_filename
 from ..heap import FreedMemory
 from ..models import Manifest, Recipe
 from ..progress import NullProgress, Progress
-from ..runfolder import RunFolder, _unreadable, atomic_text
+from ..runfolder import RunFolder, atomic_text, read_row_groups
 from ..transaction import SHOWN as SHOWN
 from ..transaction import FolderKind, Words, scan, target_path, write_folder, write_marker
 from ..transaction import read_marker as _read_marker
@@ -178,7 +177,7 @@ def _build(
     composition = Composition.count(
         (split, table)
         for split in manifest.splits
-        for table in _row_groups(folder.mixed(split), _COUNTED)
+        for table in read_row_groups(folder.mixed(split), _COUNTED)
     )
     files: dict[str, dict[str, list[str]]] = {f.config: {} for f in formats}
     with progress.task("export", sum(manifest.splits.values())) as advance:
@@ -248,22 +247,6 @@ def scan_export(
     return scan(EXPORT, folder, written, extra, limit)
 
 
-def _row_groups(path: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
-    """A parquet file's rows, a row group at a time. ``ParquetFile.iter_batches`` holds memory
-    that grows with the file: reading a mixture of a million records in batches peaked 60 MB
-    higher than one of 100,000 records, even with the allocator's free pages handed back after
-    each batch; reading its row groups in turn peaked 7 MB higher. The shards are cut by rows
-    alone, so how the rows arrive does not change their bytes."""
-    if not path.is_file():
-        raise RunFolderError(f"{path}: missing; rerun the stage that writes it")
-    try:
-        with pq.ParquetFile(path) as reader:
-            for group in range(reader.num_row_groups):
-                yield reader.read_row_group(group, columns=columns)
-    except (pa.ArrowException, OSError) as exc:
-        raise _unreadable(path, exc) from None
-
-
 def _write_shards(
     src: Path,
     build: Path,
@@ -279,7 +262,8 @@ def _write_shards(
     spec = recipe.export
     n_shards = max(1, math.ceil(rows / spec.shard_rows))
     names: dict[str, list[str]] = {f.config: [] for f in formats}
-    tables = _row_groups(src)
+    # Shards are cut by rows alone, so how the rows arrive does not change their bytes.
+    tables = read_row_groups(src)
     pending: pa.Table | None = None
     freed = FreedMemory()
     for i in range(n_shards):
