@@ -207,7 +207,12 @@ class ParquetSink:
         schema: pa.Schema,
         row_group_rows: int = 10_000,
         compression: str = DEFAULT_COMPRESSION,
+        plain: bool = False,
     ) -> None:
+        """``plain``: no dictionary pages and no column statistics, for the run folder's own
+        parts, which only this tool reads, whole: their ids and texts are all distinct, so a
+        dictionary is built only to be dropped, and nothing filters on statistics (measured on
+        a rendered part of 24,000 records: 19 ms against 28 ms a write, 0.95 against 1.01 MB)."""
         self.path = path
         self.schema = schema
         self.row_group_rows = row_group_rows
@@ -219,7 +224,14 @@ class ParquetSink:
             raise _write_error(path, exc) from None
         try:
             codec, level = parse_compression(compression)
-            self._writer = pq.ParquetWriter(tmp, schema, compression=codec, compression_level=level)
+            self._writer = pq.ParquetWriter(
+                tmp,
+                schema,
+                compression=codec,
+                compression_level=level,
+                use_dictionary=not plain,
+                write_statistics=not plain,
+            )
         except OSError as exc:
             self._ctx.__exit__(type(exc), exc, None)
             raise _write_error(path, exc) from None
@@ -621,7 +633,7 @@ def write_part(path: Path, table: pa.Table, run: str, row_group_rows: int = 10_0
     """One part, stamped with the fingerprint of the run that wrote it, in its run folder's
     codec (a part lies at ``<out>/<stage>/<source>/part-NNNNN.parquet``)."""
     codec = part_compression(path.parent.parent.parent)
-    with ParquetSink(path, with_run(table.schema, run), row_group_rows, codec) as sink:
+    with ParquetSink(path, with_run(table.schema, run), row_group_rows, codec, plain=True) as sink:
         sink.write_table(table)
 
 

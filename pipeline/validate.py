@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any, get_args
 
@@ -17,6 +16,46 @@ from .models import VARIANTS, Limits, OutSplit, Record
 TEMPLATE_SYNTAX = ("{{", "}}", "{%", "%}", "{#", "#}")
 
 _record_adapter: TypeAdapter[Record] = TypeAdapter(Record)
+
+# Every delimiter is a brace beside one of these: "{" before one, or "}" after one.
+_BESIDE_BRACE = np.zeros(256, dtype=bool)
+_BESIDE_BRACE[[ord(c) for c in "{}%#"]] = True
+_OPEN, _CLOSE = ord("{"), ord("}")
+
+
+def holds_template_syntax(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per string, whether it holds one of ``TEMPLATE_SYNTAX``'s delimiters (null: False).
+
+    One pass over the array's bytes with NumPy, where a substring search per delimiter (or a
+    regular expression) walks every string again for each: a brace is one byte in UTF-8 and
+    never part of another character, and braces are rare, so only they are looked at twice."""
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    n = len(strings)
+    found = np.zeros(n, dtype=bool)
+    data_buffer = strings.buffers()[2]
+    if n == 0 or data_buffer is None:
+        return found
+    wide = pa.types.is_large_string(strings.type) or pa.types.is_large_binary(strings.type)
+    width = np.dtype(np.int64 if wide else np.int32)
+    offsets = np.frombuffer(strings.buffers()[1], width, n + 1, strings.offset * width.itemsize)
+    starts = offsets.astype(np.int64) - int(offsets[0])
+    data = np.frombuffer(data_buffer, np.uint8)[int(offsets[0]) : int(offsets[-1])]
+    braces = np.flatnonzero((data == _OPEN) | (data == _CLOSE))
+    if len(braces):
+        # The first byte of each delimiter: "{" with its next byte, "}" with its previous.
+        opening = braces[data[braces] == _OPEN]
+        opening = opening[opening + 1 < len(data)]
+        opening = opening[_BESIDE_BRACE[data[opening + 1]] & (data[opening + 1] != _CLOSE)]
+        closing = braces[(data[braces] == _CLOSE) & (braces > 0)]
+        closing = closing[_BESIDE_BRACE[data[closing - 1]] & (data[closing - 1] != _OPEN)] - 1
+        first = np.concatenate([opening, closing])
+        rows = np.searchsorted(starts, first, side="right") - 1
+        # Both bytes in one string, not the end of one and the start of the next.
+        found[rows[first + 1 < starts[rows + 1]]] = True
+    if strings.null_count:
+        found &= np.asarray(strings.is_valid())
+    return found
 
 
 def has_template_syntax(values: Iterable[Any]) -> bool:
@@ -97,7 +136,6 @@ def _short(text: str, n: int = 60) -> str:
 # Python's str.isspace, as a character class RE2 understands: Unicode Z (Zs, Zl, Zp), the C0
 # separators \x1c-\x1f, NEL, and \t-\r. "Empty after .strip()" is "only these".
 _BLANK = r"^[\t-\r\x1c-\x20\x85\p{Z}]*$"
-_SYNTAX = "|".join(re.escape(tok) for tok in TEMPLATE_SYNTAX)
 _COT = ("cot", "few_shot_cot")
 
 
@@ -179,7 +217,7 @@ def _marks(table: pa.Table, limits: Limits, data_has_syntax: np.ndarray) -> np.n
     suspect |= output_chars > limits.max_output_chars
     prompt_chars = np.bincount(row_of[~is_last], weights=lengths[~is_last], minlength=n)
     suspect |= prompt_chars > limits.max_prompt_chars
-    syntax = _true(pc.match_substring_regex(contents, _SYNTAX))
+    syntax = holds_template_syntax(contents)
     suspect |= _any_by_row(syntax, row_of, n) & ~data_has_syntax
 
     # cot_shape and the answer: chain-of-thought records are read one by one (they are few,

@@ -8,6 +8,7 @@ the plain versions kept as the reference: ``to_record`` rows through ``Table.fro
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,12 @@ from pipeline.models import Limits, Recipe, Variants
 from pipeline.preview import sample_examples
 from pipeline.render import Renderer, RenderError, to_record
 from pipeline.runfolder import PART_SCHEMA
-from pipeline.validate import check_record, check_table
+from pipeline.validate import (
+    TEMPLATE_SYNTAX,
+    check_record,
+    check_table,
+    holds_template_syntax,
+)
 from tests.test_validate import record
 
 LIMITS = Limits()
@@ -231,3 +237,31 @@ def test_names_within_needs_both_edges_inside_the_literal(
     from pipeline.options import names_within
 
     assert names_within(literal, choice) is named
+
+
+def test_the_byte_search_for_delimiters_finds_what_a_substring_search_finds() -> None:
+    # Random texts over the characters delimiters are made of (and a few that are not, one of
+    # them several bytes long), empty and null ones, in plain, large, sliced and chunked arrays.
+    rng = random.Random(13)
+    alphabet = "{}%# a\u00e9\u4e2d"
+    texts: list[str | None] = [
+        "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 7))) for _ in range(5000)
+    ]
+    texts += ["", None, "{", "}", "{{", "}}", "{%", "%}", "{#", "#}", "{}", "}{", "%{", "}#"]
+    for i in range(0, len(texts), 97):
+        texts[i] = None
+
+    def expected(values: list[str | None]) -> list[bool]:
+        return [v is not None and any(tok in v for tok in TEMPLATE_SYNTAX) for v in values]
+
+    plain = pa.array(texts, pa.string())
+    assert holds_template_syntax(plain).tolist() == expected(texts)
+    assert holds_template_syntax(pa.array(texts, pa.large_string())).tolist() == expected(texts)
+    # A delimiter split across two neighbouring strings ("{" then "{") is in neither.
+    assert holds_template_syntax(pa.array(["a{", "{b", "%", "}"])).tolist() == [False] * 4
+    for start, length in ((1, 100), (333, 2000), (4990, 24)):
+        part = plain.slice(start, length)
+        assert holds_template_syntax(part).tolist() == expected(texts[start : start + length])
+    chunked = pa.chunked_array([plain.slice(0, 10), plain.slice(10)])
+    assert holds_template_syntax(chunked).tolist() == expected(texts)
+    assert holds_template_syntax(pa.array([], pa.string())).tolist() == []

@@ -351,6 +351,30 @@ def test_compression_is_the_parts_codec_and_never_changes_the_data(
     assert _dataset_bytes(out) == _dataset_bytes(reference)
 
 
+def test_parts_are_written_plain_and_the_mixture_with_dictionaries_and_statistics(
+    tmp_path: Path, user_catalog: Path
+) -> None:
+    # The run folder's parts are read whole, by this tool only: no dictionary pages (their ids
+    # and texts are all distinct) and no statistics. What users read keeps both.
+    out = tmp_path / "out"
+    run_recipe(user_catalog / "recipes" / "mini.yaml", out)
+    parts = sorted(p for stage in ("examples", "rendered", "valid")
+                   for p in (out / stage).rglob("part-*.parquet"))  # fmt: skip
+    assert parts
+    for path in parts:
+        meta = pq.ParquetFile(path).metadata
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                column = meta.row_group(g).column(c)
+                assert not column.has_dictionary_page and not column.is_stats_set, (path, c)
+    mixed = pq.ParquetFile(out / "mixed" / "train.parquet").metadata.row_group(0)
+    names = [mixed.column(c).path_in_schema for c in range(mixed.num_columns)]
+    source = mixed.column(names.index("source"))
+    assert source.has_dictionary_page and source.is_stats_set
+    shipped = sorted((out / "dataset").rglob("*.parquet"))
+    assert shipped and pq.ParquetFile(shipped[0]).metadata.row_group(0).column(0).is_stats_set
+
+
 def test_bad_keep_and_compression_values_are_one_line(tmp_path: Path) -> None:
     out = tmp_path / "out"
     bad_keep = _cli("run", "--out", str(out), "-q", "--keep", "some")
