@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from .errors import PipelineError
 
@@ -36,8 +36,12 @@ ExecutorName = Literal["local", "ray"]
 class Executor(Protocol):
     workers: int
 
-    def imap(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
-        """Yield ``(task index, result)`` as tasks finish, in any order."""
+    def imap(
+        self, fn: Callable[[T], R], tasks: Sequence[T], *, assist: bool = False
+    ) -> Iterator[tuple[int, R]]:
+        """Yield ``(task index, result)`` as tasks finish, in any order. ``assist``: this
+        process may run some of the tasks itself while the workers are still starting (for
+        tasks that run no user template, so need no worker's memory limit)."""
         ...
 
     def start(self) -> None:
@@ -178,6 +182,7 @@ class LocalExecutor:
         self.workers = workers if workers and workers > 0 else default_workers()
         self.memory_mb = memory_mb
         self._pool: ProcessPoolExecutor | None = None
+        self._up = False  # whether the workers have run a task (then nothing waits to start)
 
     def start(self) -> None:
         """Start the workers' imports now, so they overlap the driver's own work (preparing
@@ -207,7 +212,9 @@ class LocalExecutor:
             )
         return self._pool
 
-    def imap(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
+    def imap(
+        self, fn: Callable[[T], R], tasks: Sequence[T], *, assist: bool = False
+    ) -> Iterator[tuple[int, R]]:
         if self.workers == 1 or len(tasks) <= 1:
             for i, task in enumerate(tasks):
                 yield i, fn(task)
@@ -215,32 +222,107 @@ class LocalExecutor:
         futures: dict[Future[R], int] = {}
         try:
             pool = self._started()
-            for i, task in enumerate(tasks):
-                futures[pool.submit(_call, fn, task, self.memory_mb)] = i
+            first = 0
+            if assist and not self._up and self.memory_mb is None:
+                # Forking the first workers waits for the fork server's imports (half a second
+                # of a core): this process runs tasks meanwhile, and a thread hands the rest to
+                # the workers the moment they are up.
+                claims: _Claims[R] = _Claims(len(tasks))
+                feeder = threading.Thread(
+                    target=self._feed,
+                    args=(pool, fn, tasks, claims),
+                    name="instructmix-pool-feeder",
+                    daemon=True,
+                )
+                feeder.start()
+                futures = claims.futures
+                try:
+                    while (taken := claims.take(driver=True)) is not None:
+                        yield taken, fn(tasks[taken])
+                except BaseException:
+                    claims.stop()
+                    raise
+                if not claims.up.is_set():
+                    return  # every task ran here; the thread goes on bringing the workers up
+                feeder.join()
+                if claims.error is not None:
+                    raise claims.error
+                first = len(tasks)  # each task is done here or submitted by the thread
+            for i in range(first, len(tasks)):
+                futures[pool.submit(_call, fn, tasks[i], self.memory_mb)] = i
             for future in as_completed(futures):
                 try:
                     result = future.result()
                 except BrokenProcessPool:
-                    raise _died(tasks[futures[future]]) from None
+                    raise _died(f"while running {tasks[futures[future]]!r}") from None
                 yield futures[future], result
         except BrokenProcessPool:  # from submit: a worker died before this map (at its start)
             for future in futures:
                 future.cancel()
-            raise _died(tasks[len(futures)]) from None
+            raise _died(f"while running {tasks[len(futures)]!r}") from None
         except BaseException:
-            for future in futures:
+            for future in list(futures):
                 future.cancel()
             raise
+
+    def _feed(
+        self,
+        pool: ProcessPoolExecutor,
+        fn: Callable[[T], R],
+        tasks: Sequence[T],
+        claims: _Claims[R],
+    ) -> None:
+        """Bring every worker up (one no-op each), then submit the tasks nobody has taken."""
+        try:
+            for probe in [pool.submit(_ready) for _ in range(self.workers)]:
+                probe.result()
+            self._up = True
+            with claims.lock:  # from here on this thread takes every task left
+                claims.up.set()
+            while (i := claims.take()) is not None:
+                claims.futures[pool.submit(_call, fn, tasks[i], self.memory_mb)] = i
+        except BrokenProcessPool:
+            claims.error = _died("while starting")
+        except BaseException as exc:  # a pool shut down under it: the run has ended
+            claims.error = exc
+        finally:
+            claims.up.set()
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+            self._up = False
 
 
-def _died(task: object) -> PipelineError:
+class _Claims(Generic[R]):
+    """Task indices handed out once each, to the driver or the feeder thread."""
+
+    def __init__(self, n: int) -> None:
+        self._next = 0
+        self._n = n
+        self.lock = threading.Lock()
+        self.up = threading.Event()  # set once the workers run (or could not start)
+        self.futures: dict[Future[R], int] = {}
+        self.error: BaseException | None = None
+
+    def take(self, driver: bool = False) -> int | None:
+        """The next task's index; None once all are taken (for the driver: or the workers are
+        up, which then take the rest)."""
+        with self.lock:
+            if self._next >= self._n or (driver and self.up.is_set()):
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def stop(self) -> None:
+        with self.lock:
+            self._n = self._next
+
+
+def _died(doing: str) -> PipelineError:
     return PipelineError(
-        f"a worker process died while running {task!r} "
+        f"a worker process died {doing} "
         "(killed by the OS, out of memory, or past limits.max_worker_memory_mb);"
         " rerun to resume from the parts already written"
     )
@@ -276,7 +358,9 @@ class RayExecutor:
     def start(self) -> None:
         pass  # ray.init, in the constructor, has started the cluster's workers
 
-    def imap(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[tuple[int, R]]:
+    def imap(
+        self, fn: Callable[[T], R], tasks: Sequence[T], *, assist: bool = False
+    ) -> Iterator[tuple[int, R]]:
         import ray.data
 
         ctx = ray.data.DataContext.get_current()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,68 @@ def test_workers_start_with_the_stages_imported_and_the_drivers_environment(
     if "forkserver" in multiprocessing.get_all_start_methods():
         # Forked from the fork server, not spawned by this process.
         assert all(parent != os.getpid() for _, _, parent in states)
+
+
+def _slow_pid(x: int) -> tuple[int, int]:
+    import os
+    import time
+
+    time.sleep(0.3)
+    return x, os.getpid()
+
+
+def _fail_on_zero(x: int) -> int:
+    if x == 0:
+        raise ValueError("task 0 is bad")
+    return x
+
+
+def test_the_driver_runs_tasks_while_its_workers_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Load's shards may run in the driver until the workers are up (forking them waits for the
+    # fork server's imports): held back here until the driver has run two tasks itself.
+    held = threading.Event()
+    feed = LocalExecutor._feed
+
+    def late_feed(self: LocalExecutor, *args: object) -> None:
+        held.wait(timeout=30)
+        feed(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LocalExecutor, "_feed", late_feed)
+    pool = LocalExecutor(2)
+    results = []
+    try:
+        for i, result in pool.imap(_slow_pid, list(range(8)), assist=True):
+            results.append((i, result))
+            if len(results) == 2:
+                held.set()
+    finally:
+        pool.close()
+    assert sorted(i for i, _ in results) == list(range(8))
+    assert all(i == x for i, (x, _) in results)
+    pids = [pid for _, (_, pid) in results]
+    assert pids[:2] == [os.getpid()] * 2
+    assert set(pids) - {os.getpid()}, "once up, the workers take the rest"
+
+
+def test_the_driver_runs_no_task_of_a_pool_with_a_memory_limit() -> None:
+    # The limit is what keeps a runaway task off the driver: then only workers run tasks.
+    pool = LocalExecutor(2, memory_mb=4096)
+    try:
+        limits = {limit for _, limit in pool.imap(_address_space_limit, [0, 1, 2], assist=True)}
+    finally:
+        pool.close()
+    assert limits == {4096 * 1024 * 1024}
+
+
+def test_a_task_failing_in_the_driver_raises_its_own_error() -> None:
+    pool = LocalExecutor(2)
+    try:
+        with pytest.raises(ValueError, match="task 0 is bad"):
+            list(pool.imap(_fail_on_zero, [0, 1, 2], assist=True))
+        # The pool is still usable after the error.
+        assert sorted(pool.imap(_square, [1, 2, 3])) == [(0, 1), (1, 4), (2, 9)]
+    finally:
+        pool.close()
 
 
 def test_a_dead_worker_is_one_clear_error() -> None:

@@ -283,12 +283,13 @@ def test_transforms_are_built_once_per_read_not_per_row(
     assert all(not json.loads(r["fields"])["hypothesis"].startswith(" ") for r in rows.values())
 
 
-def test_shards_shrink_so_every_worker_has_two_to_read() -> None:
+def test_shards_shrink_so_every_worker_has_four_to_read() -> None:
     from pipeline.load import MIN_SHARD_ROWS, SHARD_ROWS
     from pipeline.stages import shard_rows
 
     assert shard_rows(40_000, 1) == SHARD_ROWS  # one process: nothing to share
-    assert shard_rows(40_000, 2) == 10_000  # four shards for two workers, not one
+    assert shard_rows(40_000, 2) == 5_000  # eight shards for two workers, not one
+    assert shard_rows(80_000, 2) == 10_000
     assert shard_rows(10_000_000, 2) == SHARD_ROWS  # big sources: as many full shards as ever
     assert shard_rows(3_000, 8) == MIN_SHARD_ROWS  # never so small a task costs more than it reads
     assert shard_rows(0, 2) == MIN_SHARD_ROWS
