@@ -26,7 +26,7 @@ import stat
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from .catalog import Source
 from .errors import CatalogError, SourceError
@@ -55,6 +55,9 @@ BATCH_ROWS = 1000
 # shards end never changes a byte load writes: its whole-source pass reads them in file order.
 SHARD_ROWS = 50_000
 MIN_SHARD_ROWS = 5_000
+# Records of a JSON Lines sample that opening it parses (for its columns); the rest are
+# parsed by the shards that load them.
+PARSED_AT_OPEN = 1_000
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,14 @@ def _open_sample(source: Source, entry: SampleFile, path: Path) -> SplitData:
             )
         table = TextTable.open(source, path, fmt, entry.json_field, entry.records)
         try:
-            _check_columns(source, table.columns, str(path), hub_mode=False)
+            try:
+                _check_columns(source, table.columns, str(path), hub_mode=False)
+            except SourceError:
+                # open() parsed only the first records: whether a column is there is for all
+                # of them to say.
+                if not table.complete():
+                    raise
+                _check_columns(source, table.columns, str(path), hub_mode=False)
         except SourceError:
             if table.one_object is not None:
                 # One line holding one object: a JSON document whose rows sit under a key, not
@@ -354,6 +364,7 @@ class TextTable:
         # is not an object.
         self.one_object: dict[str, Any] | None = None
         self.first_bad: str | None = None
+        self.parsed_all = True  # whether open() parsed every record (see complete)
         self._fingerprint = ""  # what stages uses for a split that is not a local file
 
     @classmethod
@@ -375,14 +386,22 @@ class TextTable:
             raise SourceError(f"{table.where}: file is empty (source {source.name!r})")
         columns: dict[str, None] = {}
         first: dict[str, Any] | _BadRecord | None = None
-        for record in table.records():
+        # A JSON Lines file is counted to the end but parsed only for its first records: the
+        # rest are parsed where they are loaded (a line that is not JSON fails there, with its
+        # line), and ``complete`` parses them all when the first ones lack a column. Parsing
+        # every row here cost the driver 3 us a row before any worker could start.
+        parse = PARSED_AT_OPEN if table._reads_json_lines() else None
+        for record in table.records(parse=parse):
             table.rows += 1
             if table.rows == 1:
                 first = record
+            if record is None:
+                continue
             if isinstance(record, dict):
                 columns.update(dict.fromkeys(record))
             elif table.first_bad is None:
                 table.first_bad = f"row {table.rows}: {record.message}"
+        table.parsed_all = parse is None or table.rows <= parse
         if (
             table.rows == 1
             and isinstance(first, dict)
@@ -400,6 +419,21 @@ class TextTable:
     def __len__(self) -> int:
         return self.rows
 
+    def complete(self) -> bool:
+        """Parse every record for the columns and the first row that is not an object, where
+        ``open`` parsed only the first ones; False when it had parsed them all already."""
+        if self.parsed_all:
+            return False
+        columns = dict.fromkeys(self.columns)
+        for n, record in enumerate(self.records(), 1):
+            if isinstance(record, dict):
+                columns.update(dict.fromkeys(record))
+            elif self.first_bad is None:
+                self.first_bad = f"row {n}: {record.message}"
+        self.columns = list(columns)
+        self.parsed_all = True
+        return True
+
     def batches(
         self, start: int = 0, stop: int | None = None
     ) -> Iterator[list[dict[str, Any] | _BadRecord]]:
@@ -416,14 +450,25 @@ class TextTable:
         if batch:
             yield batch
 
-    def records(self, start: int = 0) -> Iterator[dict[str, Any] | _BadRecord]:
+    @overload
+    def records(self, start: int = 0) -> Iterator[dict[str, Any] | _BadRecord]: ...
+
+    @overload
+    def records(
+        self, start: int = 0, *, parse: int | None
+    ) -> Iterator[dict[str, Any] | _BadRecord | None]: ...
+
+    def records(
+        self, start: int = 0, *, parse: int | None = None
+    ) -> Iterator[dict[str, Any] | _BadRecord | None]:
         """The records from the ``start``-th on (the ones before are skipped unparsed where
-        the format allows: a JSON Lines or CSV file)."""
+        the format allows: a JSON Lines or CSV file). ``parse``: of a JSON Lines file, only the
+        first ``parse`` records are parsed, and None stands for each of the others."""
         if self.limit is None:
-            yield from self._all_records(start)
+            yield from self._all_records(start, parse)
             return
         read = start
-        records = self._all_records(start)
+        records = self._all_records(start, parse)
         try:
             # Stopped after the limit: a JSON Lines or CSV file is not read further.
             while read < self.limit:
@@ -436,7 +481,9 @@ class TextTable:
         finally:
             records.close()
 
-    def _all_records(self, skip: int = 0) -> Generator[dict[str, Any] | _BadRecord, None, None]:
+    def _all_records(
+        self, skip: int = 0, parse: int | None = None
+    ) -> Generator[dict[str, Any] | _BadRecord | None, None, None]:
         try:
             if self.fmt == "csv":
                 yield from self._csv_records(skip)
@@ -451,7 +498,7 @@ class TextTable:
                     self._json_list(self._json_document(), None), skip, None
                 )
             else:
-                yield from self._json_lines(skip)
+                yield from self._json_lines(skip, parse)
         except UnicodeDecodeError:
             raise SourceError(self._utf8_error()) from None
         except OSError as exc:
@@ -597,7 +644,9 @@ class TextTable:
                 )
             yield record
 
-    def _json_lines(self, skip: int = 0) -> Iterator[dict[str, Any] | _BadRecord]:
+    def _json_lines(
+        self, skip: int = 0, parse: int | None = None
+    ) -> Iterator[dict[str, Any] | _BadRecord | None]:
         seen_a_line = False
         # open()'s scan (skip 0) notes where every MIN_SHARD_ROWS-th record starts.
         scanning = not skip and not self._marks
@@ -617,9 +666,12 @@ class TextTable:
                     self._marks[record] = (start, lineno - 1)
                 record += 1
                 if skip:
-                    # A line before the shard: no JSON parse (open() parsed every line once).
+                    # A line before the shard: no JSON parse.
                     skip -= 1
                     seen_a_line = True
+                    continue
+                if parse is not None and record > parse:
+                    yield None  # counted, not parsed: its shard parses it
                     continue
                 try:
                     value = _json_loads(line)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import Manifest, run_recipe
+import pipeline.load
+from pipeline import Manifest, load_catalog, run_recipe
 from pipeline.cli import app
 from pipeline.runfolder import RunFolder, reject_lines
 
@@ -168,6 +169,67 @@ def test_truncated_file(user_catalog: Path, tmp_path: Path) -> None:
     code, _, err = _run(user_catalog / "recipes" / "mini.yaml", tmp_path / "o")
     assert code == 1
     assert err.startswith(f"error: {data}:2: invalid JSON line:"), err
+
+
+def test_a_bad_line_past_the_rows_opening_parses_stops_the_run_at_its_line(
+    user_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Opening a JSON Lines sample parses only its first rows (PARSED_AT_OPEN); a line further
+    # on that is not JSON is found where it is loaded, with the same message, on any workers.
+    monkeypatch.setattr("pipeline.load.PARSED_AT_OPEN", 3)
+    rows = [json.dumps({**GOOD, "id": i}) for i in range(1, 9)]
+    rows[5] = rows[5][:-5]
+    data = _rows(user_catalog, raw=("\n".join(rows) + "\n").encode())
+    for workers in ("1", "2"):
+        result = runner.invoke(
+            app, ["run", str(user_catalog / "recipes" / "mini.yaml"), "--out",
+                  str(tmp_path / workers), "-q", "-w", workers],
+        )  # fmt: skip
+        assert result.exit_code == 1
+        assert result.stderr.strip().startswith(f"error: {data}:6: invalid JSON line:"), (
+            result.stderr
+        )
+
+
+def test_a_column_first_seen_past_the_rows_opening_parses_is_found(
+    user_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pipeline.load.PARSED_AT_OPEN", 2)
+    parsed: list[str] = []
+    real = pipeline.load._json_loads
+
+    def counting(text: str) -> object:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr("pipeline.load._json_loads", counting)
+    sample = user_catalog / "data" / "mini_nli.jsonl"
+    source = user_catalog / "sources" / "mini_nli.yaml"
+    # The premise sits under "p" in rows 1-4 and under "premise" in rows 5 on: the spec reads
+    # "premise", a column only the later rows have.
+    rows = [{**GOOD, "id": i} for i in range(1, 9)]
+    for row in rows[4:]:
+        row["premise"] = row["p"]
+    source.write_text(source.read_text().replace("premise: p", "premise: premise"))
+    _rows(user_catalog, *rows)
+    table = pipeline.load.TextTable.open(
+        load_catalog([user_catalog / "sources"], [user_catalog / "templates"]).source(
+            "mini_nli"
+        ),
+        sample,
+        "jsonl",
+    )
+    assert len(table) == 8 and len(parsed) == 2 and not table.parsed_all
+    assert "premise" not in table.columns
+    assert table.complete() and "premise" in table.columns and table.parsed_all
+    # Through the run: the column is found, so the run goes on.
+    code, _, err = _run(user_catalog / "recipes" / "mini.yaml", tmp_path / "o")
+    assert code == 0, err
+    # A column no row has is still the one-line error, naming every row's columns.
+    source.write_text(source.read_text().replace("premise: premise", "premise: premisse"))
+    code, _, err = _run(user_catalog / "recipes" / "mini.yaml", tmp_path / "o2")
+    assert code == 1
+    assert "has no column(s) ['premisse']" in err and "'premise'" in err, err
 
 
 @pytest.mark.parametrize("content", [b"", b"\n"])
