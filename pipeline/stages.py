@@ -492,7 +492,7 @@ def _finish_source(
     parts = PartSink(folder, "examples", name, EXAMPLE_SCHEMA, EXAMPLES_PER_PART, run)
     capped = 0
     by_split: dict[str, int] = {}
-    with RejectSink(folder.rejects("load", name, 0)) as rejects:
+    with RejectSink(folder.rejects("load", name, 0)) as rejects, parts:
         for s in shards:
             for batch in read_batches(_shard_file(folder, name, s.shard, ".rejects")):
                 for line in batch.column(0).to_pylist():
@@ -533,7 +533,7 @@ def _finish_source(
                     split, n = pair["values"], pair["counts"]
                     by_split[split] = by_split.get(split, 0) + n
                 parts.write_table(kept)
-        parts.close()
+        parts.close()  # the counts below need every part written
         counts.examples_rejected = rejects.count
         counts.rejected_by_rule = dict(rejects.by_rule)
     for s in shards:

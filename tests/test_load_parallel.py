@@ -293,3 +293,24 @@ def test_shards_shrink_so_every_worker_has_four_to_read() -> None:
     assert shard_rows(10_000_000, 2) == SHARD_ROWS  # big sources: as many full shards as ever
     assert shard_rows(3_000, 8) == MIN_SHARD_ROWS  # never so small a task costs more than it reads
     assert shard_rows(0, 2) == MIN_SHARD_ROWS
+
+
+def test_parts_written_in_the_background_are_the_rows_in_order(tmp_path: Path) -> None:
+    from pipeline.errors import RunFolderError
+    from pipeline.runfolder import PartSink
+
+    schema = pa.schema([("n", pa.int64())])
+    folder = RunFolder(tmp_path / "run")
+    with PartSink(folder, "examples", "numbers", schema, 7, "run-1") as sink:
+        for start in range(0, 100, 9):  # batches that never line up with the parts
+            sink.write_table(pa.table({"n": list(range(start, min(start + 9, 100)))}))
+    assert sink.parts == 15 and sink.rows == 100
+    parts = folder.parts("examples", "numbers")
+    assert [pq.read_table(p).column("n").to_pylist() for p in parts] == [
+        list(range(i, min(i + 7, 100))) for i in range(0, 100, 7)
+    ]
+    # A write that fails on its thread fails the sink, naming the file.
+    (tmp_path / "run" / "examples" / "blocked").write_text("a file where a folder goes")
+    blocked = PartSink(folder, "examples", "blocked", schema, 7, "run-1")
+    with pytest.raises(RunFolderError, match=r"examples/blocked/part-00000\.parquet"), blocked:
+        blocked.write_table(pa.table({"n": list(range(20))}))
