@@ -135,7 +135,10 @@ PRELOAD = ("pipeline.stages",)
 
 
 def _init_worker(driver: int, environ: dict[str, str]) -> None:
+    from .heap import keep_freed_memory
+
     _die_with_parent(driver)
+    keep_freed_memory()
     # A forked worker has the fork server's environment, from when the server started: give it
     # the driver's, as a spawned process would have (cache folders, offline flags).
     if os.environ != environ:

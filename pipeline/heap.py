@@ -24,7 +24,9 @@ read many tables one after another with the default allocator, hand its free pag
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +34,14 @@ from contextlib import contextmanager
 import pyarrow as pa
 
 YOUNG_THRESHOLD = 10_000
+
+# glibc's mallopt parameters, and what a worker process sets them to (see keep_freed_memory).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+TRIM_THRESHOLD = 512 * 2**20
+MMAP_THRESHOLD = 32 * 2**20  # glibc's largest: blocks up to it come from the heap
+
+_kept: list[bool] = []
 
 _state = threading.local()
 
@@ -77,3 +87,30 @@ class FreedMemory:
         if self._since >= self.rows:
             pa.default_memory_pool().release_unused()
             self._since = 0
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to keep the memory a worker frees for its next part: by default it
+    hands back the free top of its heap past 128 KiB and maps big blocks on their own, so each
+    part touched thousands of new pages again (on this VM about 6 us a page). Ten e-SNLI parts
+    of 24,000 records in one process: 20-21k page faults instead of 36-49k, and 2.59-2.68 s
+    instead of 2.62-2.78 s (three alternating runs). For worker processes only, which hold no
+    more than a part: a process that goes on to mix keeps glibc's defaults. Returns whether
+    glibc took both settings (False elsewhere)."""
+    ok = False
+    if sys.platform.startswith("linux"):
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):  # not glibc
+            mallopt = None
+        if mallopt is not None:
+            ok = bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(
+                mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+            )
+    _kept[:] = [ok]
+    return ok
+
+
+def keeps_freed_memory() -> bool:
+    """Whether ``keep_freed_memory`` has run in this process and glibc took its settings."""
+    return bool(_kept and _kept[0])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import platform
+import sys
 import threading
 from pathlib import Path
 
@@ -156,6 +158,25 @@ def test_a_task_failing_in_the_driver_raises_its_own_error() -> None:
         assert sorted(pool.imap(_square, [1, 2, 3])) == [(0, 1), (1, 4), (2, 9)]
     finally:
         pool.close()
+
+
+def _keeps_freed_memory(_: int) -> bool:
+    from pipeline.heap import keeps_freed_memory
+
+    return keeps_freed_memory()
+
+
+def test_workers_keep_the_memory_they_free_and_the_driver_does_not() -> None:
+    from pipeline.heap import keeps_freed_memory
+
+    pool = LocalExecutor(2, memory_mb=4096)  # a limit: every task runs in a worker
+    try:
+        kept = {flag for _, flag in pool.imap(_keeps_freed_memory, [0, 1, 2, 3])}
+    finally:
+        pool.close()
+    expected = sys.platform.startswith("linux") and "glibc" in " ".join(platform.libc_ver())
+    assert kept == {expected}
+    assert not keeps_freed_memory()  # the driver's allocator is left as the user's process has it
 
 
 def test_a_dead_worker_is_one_clear_error() -> None:
