@@ -92,9 +92,10 @@ class FreedMemory:
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to keep the memory a worker frees for its next part: by default it
     hands back the free top of its heap past 128 KiB and maps big blocks on their own, so each
-    part touched thousands of new pages again (on this VM about 6 us a page). Ten e-SNLI parts
-    of 24,000 records in one process: 20-21k page faults instead of 36-49k, and 2.59-2.68 s
-    instead of 2.62-2.78 s (three alternating runs). For worker processes only, which hold no
+    part touched thousands of new pages again. Ten e-SNLI parts of 24,000 records in one
+    process: 20-21k page faults instead of 34-49k (three alternating runs; the time, 2.60-2.72
+    s against 2.58-2.74 s, did not move then, but a fault has cost up to 40 us on this VM when
+    its host reclaims free pages, see above). For worker processes only, which hold no
     more than a part: a process that goes on to mix keeps glibc's defaults. Returns whether
     glibc took both settings (False elsewhere)."""
     ok = False
