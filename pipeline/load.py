@@ -384,23 +384,12 @@ class TextTable:
         table._fingerprint = f"{table.real}:{st.st_size}:{st.st_mtime_ns}"
         if st.st_size == 0:
             raise SourceError(f"{table.where}: file is empty (source {source.name!r})")
-        columns: dict[str, None] = {}
-        first: dict[str, Any] | _BadRecord | None = None
         # A JSON Lines file is counted to the end but parsed only for its first records: the
         # rest are parsed where they are loaded (a line that is not JSON fails there, with its
         # line), and ``complete`` parses them all when the first ones lack a column. Parsing
         # every row here cost the driver 3 us a row before any worker could start.
         parse = PARSED_AT_OPEN if table._reads_json_lines() else None
-        for record in table.records(parse=parse):
-            table.rows += 1
-            if table.rows == 1:
-                first = record
-            if record is None:
-                continue
-            if isinstance(record, dict):
-                columns.update(dict.fromkeys(record))
-            elif table.first_bad is None:
-                table.first_bad = f"row {table.rows}: {record.message}"
+        table.rows, first = table._survey(table.records(parse=parse))
         table.parsed_all = parse is None or table.rows <= parse
         if (
             table.rows == 1
@@ -410,8 +399,7 @@ class TextTable:
         ):
             table.one_object = first
         if table.fmt == "csv":
-            columns = dict.fromkeys(table._header or [])
-        table.columns = list(columns)
+            table.columns = list(table._header or [])
         if table.rows == 0:
             raise SourceError(f"{table.where}: source {source.name!r} has no rows")
         return table
@@ -424,15 +412,27 @@ class TextTable:
         ``open`` parsed only the first ones; False when it had parsed them all already."""
         if self.parsed_all:
             return False
-        columns = dict.fromkeys(self.columns)
-        for n, record in enumerate(self.records(), 1):
-            if isinstance(record, dict):
-                columns.update(dict.fromkeys(record))
-            elif self.first_bad is None:
-                self.first_bad = f"row {n}: {record.message}"
-        self.columns = list(columns)
+        self._survey(self.records())
         self.parsed_all = True
         return True
+
+    def _survey(
+        self, records: Iterable[dict[str, Any] | _BadRecord | None]
+    ) -> tuple[int, dict[str, Any] | _BadRecord | None]:
+        """Count ``records`` and add the keys of the parsed ones to ``columns`` (and note the
+        first that is not an object); returns the count and the first record."""
+        columns = dict.fromkeys(self.columns)
+        rows = 0
+        first: dict[str, Any] | _BadRecord | None = None
+        for rows, record in enumerate(records, 1):
+            if rows == 1:
+                first = record
+            if isinstance(record, dict):
+                columns.update(dict.fromkeys(record))
+            elif record is not None and self.first_bad is None:
+                self.first_bad = f"row {rows}: {record.message}"
+        self.columns = list(columns)
+        return rows, first
 
     def batches(
         self, start: int = 0, stop: int | None = None

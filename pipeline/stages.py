@@ -533,7 +533,6 @@ def _finish_source(
                     split, n = pair["values"], pair["counts"]
                     by_split[split] = by_split.get(split, 0) + n
                 parts.write_table(kept)
-        parts.close()  # the counts below need every part written
         counts.examples_rejected = rejects.count
         counts.rejected_by_rule = dict(rejects.by_rule)
     for s in shards:

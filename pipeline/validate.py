@@ -17,10 +17,13 @@ TEMPLATE_SYNTAX = ("{{", "}}", "{%", "%}", "{#", "#}")
 
 _record_adapter: TypeAdapter[Record] = TypeAdapter(Record)
 
-# Every delimiter is a brace beside one of these: "{" before one, or "}" after one.
-_BESIDE_BRACE = np.zeros(256, dtype=bool)
-_BESIDE_BRACE[[ord(c) for c in "{}%#"]] = True
+# Every delimiter is a brace and one byte beside it: "{" then one of the bytes that follow it in
+# TEMPLATE_SYNTAX, or one of those that come before "}" then "}".
 _OPEN, _CLOSE = ord("{"), ord("}")
+_AFTER_OPEN = np.zeros(256, dtype=bool)
+_AFTER_OPEN[[ord(t[1]) for t in TEMPLATE_SYNTAX if t[0] == "{"]] = True
+_BEFORE_CLOSE = np.zeros(256, dtype=bool)
+_BEFORE_CLOSE[[ord(t[0]) for t in TEMPLATE_SYNTAX if t[1] == "}"]] = True
 
 
 def holds_template_syntax(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -46,9 +49,9 @@ def holds_template_syntax(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
         # The first byte of each delimiter: "{" with its next byte, "}" with its previous.
         opening = braces[data[braces] == _OPEN]
         opening = opening[opening + 1 < len(data)]
-        opening = opening[_BESIDE_BRACE[data[opening + 1]] & (data[opening + 1] != _CLOSE)]
+        opening = opening[_AFTER_OPEN[data[opening + 1]]]
         closing = braces[(data[braces] == _CLOSE) & (braces > 0)]
-        closing = closing[_BESIDE_BRACE[data[closing - 1]] & (data[closing - 1] != _OPEN)] - 1
+        closing = closing[_BEFORE_CLOSE[data[closing - 1]]] - 1
         first = np.concatenate([opening, closing])
         rows = np.searchsorted(starts, first, side="right") - 1
         # Both bytes in one string, not the end of one and the start of the next.
