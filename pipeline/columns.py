@@ -59,6 +59,37 @@ class RecordColumns:
         self.license.append(example.license or spec.license)
         self.out_split.append(example.out_split)
 
+    def add_single(
+        self,
+        example: Example,
+        template_id: str,
+        variant: str,
+        system: str | None,
+        user: str,
+        output: str,
+        choices: list[str] | None,
+        gold: list[str] | None,
+    ) -> None:
+        """``add`` of a one-turn record, given as its parts (``Renderer.render_many``'s loop
+        builds no ``Rendered`` for it)."""
+        spec = self._spec
+        roles, contents = self._roles, self._contents
+        if system:
+            roles.append("system")
+            contents.append(system)
+        roles += ("user", "assistant")
+        contents += (user, output)
+        self._offsets.append(len(roles))
+        self.template_id.append(template_id)
+        self.variant.append(variant)
+        self.answer_choices.append(choices)
+        self.gold_answers.append(gold)
+        self.example_id.append(example.example_id)
+        self.split.append(example.split)
+        self.language.append(example.language or spec.default_language)
+        self.license.append(example.license or spec.license)
+        self.out_split.append(example.out_split)
+
     def table(self) -> pa.Table:
         n = len(self.variant)
         spec = self._spec

@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import jinja2
 import jinja2.meta
@@ -48,7 +48,7 @@ from .sandbox import (
     install_limits,
     render_output,
 )
-from .seeding import Prefix
+from .seeding import Prefix, words
 from .validate import has_template_syntax
 
 CHOICE_SEPARATOR = "|||"
@@ -71,6 +71,10 @@ def make_environment() -> jinja2.Environment:
     helpers.install(env)
     install_limits(env)  # after the helpers: their filters are wrapped too
     return env
+
+
+class _Leave(Exception):
+    """A record leaving ``Renderer.render_many``'s loop for ``render_with``'s path."""
 
 
 class RenderError(Exception):
@@ -153,6 +157,48 @@ class Rendered:
     turns: list[tuple[str, str]]
     answer_choices: list[str] | None
     gold_answers: list[str] | None = None
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What every zero-shot record of one template shares, worked out once per renderer: the
+    constants ``Renderer.render_many``'s loop would otherwise look up for each record."""
+
+    compiled: CompiledTemplate
+    id: str
+    base: str | None  # "zero_shot" or "inverted" when no record can draw another form
+    variants: tuple[str, str]  # the variant without and with the options shown
+    instruction: Renderable | None
+    input: Renderable | None
+    output: Renderable | None
+    system: Renderable | None
+    jinja: Renderable | None
+    literal_choices: list[str] | None  # shared by the records that show no block: never edited
+    literal_ascii: bool
+    has_choices: bool
+    has_gold: bool
+    choices_in_prompt: bool
+    uses_options: bool
+    uses_rng: bool
+    draw_head: Any  # blake2b with the draw prefix fed in (``Prefix``), for this loop's copies
+
+
+class RecordSink(Protocol):
+    """Where ``Renderer.render_many`` puts records (``columns.RecordColumns``)."""
+
+    def add(self, example: Example, rendered: Rendered) -> None: ...
+
+    def add_single(
+        self,
+        example: Example,
+        template_id: str,
+        variant: str,
+        system: str | None,
+        user: str,
+        output: str,
+        choices: list[str] | None,
+        gold: list[str] | None,
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -511,6 +557,7 @@ class Renderer:
             )
         }  # fmt: skip
         self._draw_keys = self._keys["draw"]
+        self._plan_cache: dict[int, _Plan | CompiledTemplate] | None = None
         v = recipe.variants
         self._zero_shot_only = v.few_shot <= 0 and v.cot <= 0 and v.few_shot_cot <= 0
         self._deadline = Deadline(recipe.limits.max_render_seconds)
@@ -676,6 +723,183 @@ class Renderer:
             except RenderError as exc:
                 out.append(exc)
         return out
+
+    def render_many(
+        self, examples: Iterable[Example], sink: RecordSink
+    ) -> list[tuple[Example, RenderError]]:
+        """Every example's records into ``sink``, in the order ``render`` gives them (example by
+        example, templates by id); returns the failures, each with its example.
+
+        The stage's loop. A zero-shot record of a template whose texts are pure substitution
+        (``_plan``) is built here inline, its draws from one hash and its constants from the
+        plan; anything else, and any record that leaves the common case on the way (an error, a
+        lone surrogate, no gold answer), is redone by ``render_with``, so there is one
+        implementation of every rule and error and this loop only skips the calls between them.
+        The tests compare both on every shipped template and sample row."""
+        failures: list[tuple[Example, RenderError]] = []
+        plans = self._plans()
+        everyone = [plans[id(c)] for c in self.templates] if self.k == len(self.templates) else None
+        source, recipe = self.source, self.recipe
+        options_shown = recipe.variants.options_shown
+        system_default = recipe.system
+        unpack = words(5).unpack
+        gold_keys = self._keys["gold"]
+        add = sink.add_single
+
+        def general(example: Example, compiled: CompiledTemplate, context: dict[str, Any],
+                    draw: Draw | None = None) -> None:  # fmt: skip
+            try:
+                if draw is None:
+                    draw = self.draw(example, compiled)
+                sink.add(example, self.render_with(example, compiled, draw, context))
+            except RenderError as exc:
+                failures.append((example, exc))
+
+        for example in examples:
+            base_context = template_context(source, example)
+            eid = example.example_id
+            if everyone is not None and example.out_split != "eval":
+                chosen = everyone
+            else:
+                chosen = [plans[id(c)] for c in self.choose(example)]
+            for plan in chosen:
+                if isinstance(plan, CompiledTemplate):
+                    general(example, plan, base_context)
+                    continue
+                compiled = plan.compiled
+                base = plan.base
+                draw: Draw | None = None
+                if base is None:
+                    draw = self.draw(example, compiled)
+                    if draw.base != "zero_shot":
+                        general(example, compiled, base_context, draw)
+                        continue
+                    base, shown = draw.base, draw.options_shown
+                else:
+                    # ``draw``'s five keys; the opening and trigger are looked up if a block
+                    # needs them.
+                    h = plan.draw_head.copy()
+                    h.update(f"{eid}\x1f{plan.id}".encode())
+                    _, k_options, k_style, k_opening, k_trigger = unpack(h.digest())
+                    shown = plan.has_choices and (
+                        plan.choices_in_prompt or k_options / 2**64 < options_shown
+                    )
+                try:
+                    context = dict(base_context)
+                    if plan.uses_rng:
+                        rng = self._keys["template-rng"].rng(eid, plan.id)
+                        context.update(helpers.seeded_helpers(rng))
+                    choices = plan.literal_choices
+                    if choices is None:
+                        choices = compiled.render_choices(context)
+                    gold = None
+                    if plan.has_gold:
+                        gold = compiled.render_gold(context)
+                        if gold is not None:
+                            if not gold:
+                                raise _Leave
+                            context["gold_answers"] = gold
+                            context["gold_answer"] = gold[gold_keys.key(eid, plan.id) % len(gold)]
+                    block = None
+                    if choices and shown and (not plan.choices_in_prompt or plan.uses_options):
+                        if draw is None:
+                            said = self._locale(compiled, example)
+                            openings, triggers = said.option_openings, said.cot_triggers
+                            draw = Draw(
+                                base,
+                                shown,
+                                k_style,
+                                openings[k_opening % len(openings)],
+                                triggers[k_trigger % len(triggers)],
+                            )
+                        block = self._options_block(compiled, example, draw, choices)
+                        context["options"] = block.text
+                    else:
+                        context["options"] = ""
+                    context["answer_choices"] = choices
+                    if plan.jinja is not None:
+                        instruction, output = compiled._split_jinja(plan.jinja(context).strip())
+                        user = instruction
+                    else:
+                        user = plan.instruction(context).strip()  # type: ignore[misc]
+                        if plan.input is not None:
+                            text = plan.input(context).strip()
+                            if text:
+                                user = f"{user}\n\n{text}"
+                        output = plan.output(context).strip()  # type: ignore[misc]
+                    system = plan.system(context).strip() if plan.system is not None else None
+                except Exception:
+                    general(example, compiled, base_context)
+                    continue
+                if block is not None:
+                    if not plan.uses_options:
+                        user = f"{user}\n\n{block.text}"
+                    if output in choices:  # type: ignore[operator]
+                        output = block.targets[choices.index(output)]  # type: ignore[union-attr]
+                    choices = list(block.targets)
+                    variant = plan.variants[1]
+                elif choices and plan.choices_in_prompt and (
+                    compiled.always_names(choices) or shows_all(user, choices)
+                ):
+                    variant = plan.variants[1]
+                else:
+                    variant = plan.variants[0]
+                system = system or system_default
+                if not (
+                    user.isascii()
+                    and output.isascii()
+                    and (system is None or system.isascii())
+                    and (
+                        choices is None
+                        or (plan.literal_ascii and block is None)
+                        or "".join(choices).isascii()
+                    )
+                ):
+                    rendered = Rendered(plan.id, variant, system, [(user, output)], choices, gold)
+                    if _bad_text(rendered) is not None:
+                        general(example, compiled, base_context)
+                        continue
+                add(example, plan.id, variant, system, user, output, choices, gold)
+        return failures
+
+    def _plans(self) -> dict[int, _Plan | CompiledTemplate]:
+        """Each template's ``_Plan`` by ``id(compiled)``, or the template itself where its
+        records take ``render_with``'s path: a broken, translated or unbounded template (the
+        loop runs no timer), or a recipe's few-shot or chain-of-thought forms (drawn per
+        record: those that draw zero-shot still take the loop)."""
+        if self._plan_cache is not None:
+            return self._plan_cache
+        plans: dict[int, _Plan | CompiledTemplate] = {}
+        for c in [*self.templates, *self._task_templates]:
+            spec = c.template.spec
+            if c.error is not None or spec.translations or not c.bounded:
+                plans[id(c)] = c
+                continue
+            base = "inverted" if spec.inverted else "zero_shot" if self._zero_shot_only else None
+            fns = c._parts
+            literal = c._literal_choices
+            plans[id(c)] = _Plan(
+                compiled=c,
+                id=c.id,
+                base=base,
+                variants=("inverted", "inverted") if base == "inverted"
+                else ("zero_shot_noopt", "zero_shot_opt"),
+                instruction=fns["instruction"],
+                input=fns["input"],
+                output=fns["output"],
+                system=fns["system"],
+                jinja=fns["jinja"],
+                literal_choices=list(literal) if literal is not None else None,
+                literal_ascii=literal is not None and "".join(literal).isascii(),
+                has_choices=c.has_choices,
+                has_gold=c._gold is not None,
+                choices_in_prompt=spec.metadata.choices_in_prompt,
+                uses_options=c.uses_options,
+                uses_rng=c.uses_rng,
+                draw_head=self._draw_keys.head(8 * 5),
+            )  # fmt: skip
+        self._plan_cache = plans
+        return plans
 
     def localized(self, compiled: CompiledTemplate, language: str) -> CompiledTemplate:
         """The template in ``language``: its ``translations`` entry for that language (or its

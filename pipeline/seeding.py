@@ -71,6 +71,12 @@ class Prefix:
             started = self._started[size] = hashlib.blake2b(self._head, digest_size=size)
         return started
 
+    def head(self, size: int) -> Any:
+        """The hash with the fixed parts and their separator fed in: ``head(8 * n).copy()``,
+        updated with the rest joined by ``"\x1f"``, digests to what ``keys(n, *rest)`` unpacks
+        (``words(n)``), for a loop that draws for many records without a call each."""
+        return self._start(size)
+
     def _digest(self, rest: tuple[object, ...], size: int) -> bytes:
         h = self._start(size).copy()
         h.update("\x1f".join(map(str, rest)).encode("utf-8"))
@@ -93,13 +99,13 @@ class Prefix:
         return int.from_bytes(self._digest(rest, 16)[:8], "big")
 
     def keys(self, n: int, *rest: object) -> tuple[int, ...]:
-        return _words(n).unpack(self._digest(rest, 8 * n))
+        return words(n).unpack(self._digest(rest, 8 * n))
 
     def rng(self, *rest: object) -> random.Random:
         return random.Random(self.key(*rest))
 
 
 @functools.cache
-def _words(n: int) -> struct.Struct:
+def words(n: int) -> struct.Struct:
     # n big-endian 64-bit words: the same numbers as int.from_bytes on each 8-byte slice.
     return struct.Struct(f">{n}Q")

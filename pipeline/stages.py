@@ -50,7 +50,7 @@ from .mix import example_key
 from .models import Manifest, Recipe, Reject, SourceCounts
 from .plan import plan_recipe
 from .progress import NullProgress, Progress
-from .render import Renderer, RenderError
+from .render import Renderer
 from .rules import CompiledRule, broken_rule, compile_rules
 from .runfolder import (
     EXAMPLE_SCHEMA,
@@ -732,26 +732,23 @@ def _render_records(
     n = 0
     for batch in read_batches(folder.part("examples", task.source, task.part)):
         with_syntax.update(_syntax_ids(batch))
-        for example in examples_of(batch):
-            n += 1
-            if example.out_split == "exemplar":
-                continue  # an eval source's exemplar: shown in prompts, never a query
-            for result in renderer.render(example):
-                if isinstance(result, RenderError):
-                    rejects.append(
-                        Reject(
-                            stage="render",
-                            source=task.source,
-                            split=example.split,
-                            example_id=example.example_id,
-                            template_id=result.template_id,
-                            rule=result.rule,
-                            message=str(result),
-                            locator=example.locator,
-                        )
-                    )
-                else:
-                    records.add(example, result)
+        examples = examples_of(batch)
+        n += len(examples)
+        # An eval source's exemplars are shown in prompts, never queries.
+        queries = [e for e in examples if e.out_split != "exemplar"]
+        for example, error in renderer.render_many(queries, records):
+            rejects.append(
+                Reject(
+                    stage="render",
+                    source=task.source,
+                    split=example.split,
+                    example_id=example.example_id,
+                    template_id=error.template_id,
+                    rule=error.rule,
+                    message=str(error),
+                    locator=example.locator,
+                )
+            )
     return n, records, rejects, with_syntax
 
 
