@@ -173,6 +173,18 @@ def _context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
+def start_fork_server() -> bool:
+    """Start the fork server the workers are forked from, without waiting for its imports
+    (``PRELOAD``); False where the platform has none (workers are then spawned). Idempotent:
+    the server lives until this process exits, and a pool started later uses the same one."""
+    if _context().get_start_method() != "forkserver":
+        return False
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+    return True
+
+
 class LocalExecutor:
     """Tasks in this process (``workers=1``) or in a pool of worker processes (forked from a
     fork server, or spawned where there is none).
@@ -193,11 +205,7 @@ class LocalExecutor:
         without waiting for it; where there is none, the workers are spawned."""
         if self.workers == 1 or self._pool is not None:
             return
-        ctx = _context()
-        if ctx.get_start_method() == "forkserver":
-            from multiprocessing import forkserver
-
-            forkserver.ensure_running()
+        if start_fork_server():
             return  # forking a worker waits for the server: the first tasks do it
         pool = self._started()
         # The pool spawns a process for each task submitted while none is idle: one no-op per
