@@ -35,25 +35,19 @@ _BRACKETS = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{
 # No space before closing punctuation, but ".537" is a number, not a full stop.
 _CLOSING = ",;:!?%)]}"
 _CLOSE_UP = re.compile(r"\s+([,;:!?%)\]}]|\.(?!\d))")
-_SPACE_DOT_DIGIT = re.compile(r" \.\d")
 
 
 def _close_up(text: str) -> str:
-    """``_CLOSE_UP`` on a text whose only whitespace is the space, by plain replacement (the
-    step most tokenised rows need: "packages ."): every run of spaces before a closing mark goes
-    (a run ends before one character, so removing runs never changes what another run is
-    followed by), and before a full stop too unless a space run precedes a decimal point
-    (".537"), which the regex itself then handles."""
-    for mark in _CLOSING:
-        pair = " " + mark
-        while pair in text:
-            text = text.replace(pair, mark)
-    if " ." in text:
-        if _SPACE_DOT_DIGIT.search(text):
-            return _CLOSE_UP.sub(r"\1", text)
-        while " ." in text:
-            text = text.replace(" .", ".")
-    return text
+    """``_CLOSE_UP`` on a text whose only whitespace is the space (the step most tokenised rows
+    need: "packages ."), in one pass: a run of spaces goes before a closing mark, and before a
+    full stop unless a digit follows it (".537" is a number). Removing runs never changes what
+    another run is followed by, so one pass does what the regex's repeated matches do."""
+    return _SPACES_BEFORE_CLOSING.sub("", text)
+
+
+_SPACES_BEFORE_CLOSING = re.compile(r" +(?=[,;:!?%)\]}]|\.(?!\d))")
+# The characters without one of which no step but the close-up changes a spaces-only text.
+_RARE = re.compile(r"[`'(\[{$#]")
 
 
 # Each step: its pattern and replacement; the characters one of which any text it changes
@@ -109,13 +103,15 @@ def detokenize(text: str) -> str:
     # Every whitespace character but the space is unprintable (tabs, newlines, no-break and
     # other Unicode spaces); no step adds one, so this holds through the steps.
     spaces_only = text.isprintable()
+    # One search for the rare characters spares a spaces-only text most steps' spot tests.
+    rare = not spaces_only or _RARE.search(text) is not None
     for pattern, replacement, needs, spots, spaced in _PTB_STEPS:
         if not spaces_only:
             if not needs.isdisjoint(text):
                 text = pattern.sub(replacement, text)
         elif spaced is not None:
             text = spaced(text)
-        else:
+        elif rare:
             for spot in spots:
                 if spot in text:
                     text = pattern.sub(replacement, text)
