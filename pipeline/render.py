@@ -731,7 +731,7 @@ class Renderer:
         example, templates by id); returns the failures, each with its example.
 
         The stage's loop. A zero-shot record of a template whose texts are pure substitution
-        (``_plan``) is built here inline, its draws from one hash and its constants from the
+        (``_plans``) is built here inline, its draws from one hash and its constants from the
         plan; anything else, and any record that leaves the common case on the way (an error, a
         lone surrogate, no gold answer), is redone by ``render_with``, so there is one
         implementation of every rule and error and this loop only skips the calls between them.
