@@ -17,7 +17,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import jinja2.meta
@@ -50,6 +50,9 @@ from .sandbox import (
 )
 from .seeding import Prefix, words
 from .validate import has_template_syntax
+
+if TYPE_CHECKING:
+    from .columns import RecordColumns  # which imports this module
 
 CHOICE_SEPARATOR = "|||"
 # Rendered exemplar texts kept per renderer (see ``Renderer._exemplar_parts``).
@@ -181,24 +184,6 @@ class _Plan:
     uses_options: bool
     uses_rng: bool
     draw_head: Any  # blake2b with the draw prefix fed in (``Prefix``), for this loop's copies
-
-
-class RecordSink(Protocol):
-    """Where ``Renderer.render_many`` puts records (``columns.RecordColumns``)."""
-
-    def add(self, example: Example, rendered: Rendered) -> None: ...
-
-    def add_single(
-        self,
-        example: Example,
-        template_id: str,
-        variant: str,
-        system: str | None,
-        user: str,
-        output: str,
-        choices: list[str] | None,
-        gold: list[str] | None,
-    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -725,7 +710,7 @@ class Renderer:
         return out
 
     def render_many(
-        self, examples: Iterable[Example], sink: RecordSink
+        self, examples: Iterable[Example], sink: RecordColumns
     ) -> list[tuple[Example, RenderError]]:
         """Every example's records into ``sink``, in the order ``render`` gives them (example by
         example, templates by id); returns the failures, each with its example.

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pipeline.catalog import Catalog, Source, Template
+from pipeline.columns import RecordColumns
 from pipeline.load import Example
 from pipeline.models import Recipe, TemplateSpec
 from pipeline.preview import sample_examples
@@ -24,29 +25,23 @@ from pipeline.render import Rendered, Renderer, RenderError
 Row = tuple[Any, ...]
 
 
-class Sink:
-    """Records as ``render_many`` hands them over, each as one comparable row; ``inline``
-    counts the ones its own loop built."""
+class Sink(RecordColumns):
+    """The part's columns, as the stage fills them, and each record as one comparable row;
+    ``inline`` counts the records the loop built itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: Source) -> None:
+        super().__init__(source)
         self.rows: list[Row] = []
         self.inline = 0
 
     def add(self, example: Example, rendered: Rendered) -> None:
+        super().add(example, rendered)
         self.rows.append(_row(example, rendered))
 
-    def add_single(
-        self,
-        example: Example,
-        template_id: str,
-        variant: str,
-        system: str | None,
-        user: str,
-        output: str,
-        choices: list[str] | None,
-        gold: list[str] | None,
-    ) -> None:
+    def add_single(self, example: Example, *parts: Any) -> None:
+        super().add_single(example, *parts)
         self.inline += 1
+        template_id, variant, system, user, output, choices, gold = parts
         rendered = Rendered(template_id, variant, system, [(user, output)], choices, gold)
         self.rows.append(_row(example, rendered))
 
@@ -61,9 +56,11 @@ def _error(example: Example, e: RenderError) -> Row:
 
 
 def both_ways(renderer: Renderer, examples: list[Example]) -> tuple[Sink, list[Row], list[Row]]:
-    """(the sink render_many filled, its errors, what render gives as rows then errors)."""
-    sink = Sink()
+    """(the sink render_many filled, its errors, what render gives as rows then errors); the
+    part's table from either way is the same too."""
+    sink = Sink(renderer.source)
     errors = [_error(e, x) for e, x in renderer.render_many(examples, sink)]
+    reference = RecordColumns(renderer.source)
     rows: list[Row] = []
     expected_errors: list[Row] = []
     for example in examples:
@@ -72,8 +69,10 @@ def both_ways(renderer: Renderer, examples: list[Example]) -> tuple[Sink, list[R
                 expected_errors.append(_error(example, result))
             else:
                 rows.append(_row(example, result))
+                reference.add(example, result)
     assert sink.rows == rows
     assert errors == expected_errors
+    assert sink.table().equals(reference.table())
     return sink, errors, rows
 
 
