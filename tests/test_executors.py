@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import pipeline.executor as executor
 from pipeline import Manifest, PipelineError, run_recipe
 from pipeline.executor import LocalExecutor, make_executor
 from pipeline.runfolder import RunFolder
@@ -141,6 +142,24 @@ def test_the_driver_runs_tasks_while_its_workers_start(monkeypatch: pytest.Monke
     pids = [pid for _, (_, pid) in results]
     assert pids[:2] == [os.getpid()] * 2
     assert set(pids) - {os.getpid()}, "once up, the workers take the rest"
+
+
+def test_with_the_fork_server_already_running_the_driver_leaves_the_tasks_to_its_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As under the console script, which starts the server before anything else: its workers
+    # come up within the grace (made long here, so a slow machine cannot fail the test; the
+    # driver waits only until they are up).
+    monkeypatch.setattr(executor, "WARM_SERVER_GRACE_S", 60.0)
+    assert executor.start_fork_server()
+    pool = LocalExecutor(2)
+    pool.start()
+    try:
+        results = list(pool.imap(_slow_pid, list(range(8)), assist=True))
+    finally:
+        pool.close()
+    assert sorted(i for i, _ in results) == list(range(8))
+    assert os.getpid() not in {pid for _, (_, pid) in results}
 
 
 def test_a_task_failing_in_the_driver_raises_its_own_error() -> None:
