@@ -9,6 +9,7 @@ tests compare both on every shipped template.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -40,45 +41,30 @@ class RecordColumns:
         self.out_split: list[str | None] = []
 
     def add(self, example: Example, rendered: Rendered) -> None:
-        spec = self._spec
-        roles, contents = self._roles, self._contents
-        if rendered.system:
-            roles.append("system")
-            contents.append(rendered.system)
-        for user, assistant in rendered.turns:
-            roles += ("user", "assistant")
-            contents += (user, assistant)
-        self._offsets.append(len(roles))
-        self.template_id.append(rendered.template_id)
-        self.variant.append(rendered.variant)
-        self.answer_choices.append(rendered.answer_choices)
-        self.gold_answers.append(rendered.gold_answers)
-        self.example_id.append(example.example_id)
-        self.split.append(example.split)
-        self.language.append(example.language or spec.default_language)
-        self.license.append(example.license or spec.license)
-        self.out_split.append(example.out_split)
+        r = rendered
+        self.add_turns(example, r.template_id, r.variant, r.system, r.turns, r.answer_choices,
+                       r.gold_answers)  # fmt: skip
 
-    def add_single(
+    def add_turns(
         self,
         example: Example,
         template_id: str,
         variant: str,
         system: str | None,
-        user: str,
-        output: str,
+        turns: Sequence[tuple[str, str]],
         choices: list[str] | None,
         gold: list[str] | None,
     ) -> None:
-        """``add`` of a one-turn record, given as its parts (``Renderer.render_many``'s loop
-        builds no ``Rendered`` for it)."""
+        """``add`` of a record given as its parts (``Renderer.render_many``'s loop builds no
+        ``Rendered`` for the records it makes itself)."""
         spec = self._spec
         roles, contents = self._roles, self._contents
         if system:
             roles.append("system")
             contents.append(system)
-        roles += ("user", "assistant")
-        contents += (user, output)
+        for user, assistant in turns:
+            roles += ("user", "assistant")
+            contents += (user, assistant)
         self._offsets.append(len(roles))
         self.template_id.append(template_id)
         self.variant.append(variant)

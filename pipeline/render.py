@@ -183,7 +183,6 @@ class _Plan:
     choices_in_prompt: bool
     uses_options: bool
     uses_rng: bool
-    draw_head: Any  # blake2b with the draw prefix fed in (``Prefix``), for this loop's copies
 
 
 @dataclass(slots=True)
@@ -542,7 +541,6 @@ class Renderer:
             )
         }  # fmt: skip
         self._draw_keys = self._keys["draw"]
-        self._plan_cache: dict[int, _Plan | CompiledTemplate] | None = None
         v = recipe.variants
         self._zero_shot_only = v.few_shot <= 0 and v.cot <= 0 and v.few_shot_cot <= 0
         self._deadline = Deadline(recipe.limits.max_render_seconds)
@@ -562,6 +560,8 @@ class Renderer:
         self.k = len(self.templates) if per == "all" else min(per, len(self.templates))
         # What an eval example is rendered with (FLAN evaluates a held-out task as posed).
         self._task_templates = [c for c in self.templates if c.template.spec.poses_task]
+        # What ``render_many`` builds each template's records from, by ``id(compiled)``.
+        self._plans = {id(c): self._plan(c) for c in self.templates}
         # Sorted by id, so exemplar draws depend on which examples are in the pool, not on the
         # order they arrived in. The pool holds train examples only (or an eval source's own
         # exemplar pool), whatever the query's split: no held-out answer reaches a prompt.
@@ -716,20 +716,21 @@ class Renderer:
         example, templates by id); returns the failures, each with its example.
 
         The stage's loop. A zero-shot record of a template whose texts are pure substitution
-        (``_plans``) is built here inline, its draws from one hash and its constants from the
+        (``_plan``) is built here inline, its draws from one hash and its constants from the
         plan; anything else, and any record that leaves the common case on the way (an error, a
         lone surrogate, no gold answer), is redone by ``render_with``, so there is one
         implementation of every rule and error and this loop only skips the calls between them.
         The tests compare both on every shipped template and sample row."""
         failures: list[tuple[Example, RenderError]] = []
-        plans = self._plans()
+        plans = self._plans
         everyone = [plans[id(c)] for c in self.templates] if self.k == len(self.templates) else None
         source, recipe = self.source, self.recipe
         options_shown = recipe.variants.options_shown
         system_default = recipe.system
         unpack = words(5).unpack
         gold_keys = self._keys["gold"]
-        add = sink.add_single
+        draw_head = self._draw_keys.head(8 * 5)
+        add = sink.add_turns
 
         def general(example: Example, compiled: CompiledTemplate, context: dict[str, Any],
                     draw: Draw | None = None) -> None:  # fmt: skip
@@ -763,7 +764,7 @@ class Renderer:
                 else:
                     # ``draw``'s five keys; the opening and trigger are looked up if a block
                     # needs them.
-                    h = plan.draw_head.copy()
+                    h = draw_head.copy()
                     h.update(f"{eid}\x1f{plan.id}".encode())
                     _, k_options, k_style, k_opening, k_trigger = unpack(h.digest())
                     shown = plan.has_choices and (
@@ -844,47 +845,39 @@ class Renderer:
                     if _bad_text(rendered) is not None:
                         general(example, compiled, base_context)
                         continue
-                add(example, plan.id, variant, system, user, output, choices, gold)
+                add(example, plan.id, variant, system, ((user, output),), choices, gold)
         return failures
 
-    def _plans(self) -> dict[int, _Plan | CompiledTemplate]:
-        """Each template's ``_Plan`` by ``id(compiled)``, or the template itself where its
-        records take ``render_with``'s path: a broken, translated or unbounded template (the
-        loop runs no timer), or a recipe's few-shot or chain-of-thought forms (drawn per
-        record: those that draw zero-shot still take the loop)."""
-        if self._plan_cache is not None:
-            return self._plan_cache
-        plans: dict[int, _Plan | CompiledTemplate] = {}
-        for c in [*self.templates, *self._task_templates]:
-            spec = c.template.spec
-            if c.error is not None or spec.translations or not c.bounded:
-                plans[id(c)] = c
-                continue
-            base = "inverted" if spec.inverted else "zero_shot" if self._zero_shot_only else None
-            fns = c._parts
-            literal = c._literal_choices
-            plans[id(c)] = _Plan(
-                compiled=c,
-                id=c.id,
-                base=base,
-                variants=("inverted", "inverted") if base == "inverted"
-                else ("zero_shot_noopt", "zero_shot_opt"),
-                instruction=fns["instruction"],
-                input=fns["input"],
-                output=fns["output"],
-                system=fns["system"],
-                jinja=fns["jinja"],
-                literal_choices=list(literal) if literal is not None else None,
-                literal_ascii=literal is not None and "".join(literal).isascii(),
-                has_choices=c.has_choices,
-                has_gold=c._gold is not None,
-                choices_in_prompt=spec.metadata.choices_in_prompt,
-                uses_options=c.uses_options,
-                uses_rng=c.uses_rng,
-                draw_head=self._draw_keys.head(8 * 5),
-            )  # fmt: skip
-        self._plan_cache = plans
-        return plans
+    def _plan(self, c: CompiledTemplate) -> _Plan | CompiledTemplate:
+        """The template's ``_Plan``, or the template itself where its records take
+        ``render_with``'s path: a broken, translated or unbounded template (the loop runs no
+        timer). Under a recipe with few-shot or chain-of-thought forms the plan has no fixed
+        form: each record's is drawn, and those drawn zero-shot still take the loop."""
+        spec = c.template.spec
+        if c.error is not None or spec.translations or not c.bounded:
+            return c
+        base = "inverted" if spec.inverted else "zero_shot" if self._zero_shot_only else None
+        fns = c._parts
+        literal = c._literal_choices
+        return _Plan(
+            compiled=c,
+            id=c.id,
+            base=base,
+            variants=("inverted", "inverted") if base == "inverted"
+            else ("zero_shot_noopt", "zero_shot_opt"),
+            instruction=fns["instruction"],
+            input=fns["input"],
+            output=fns["output"],
+            system=fns["system"],
+            jinja=fns["jinja"],
+            literal_choices=list(literal) if literal is not None else None,
+            literal_ascii=literal is not None and "".join(literal).isascii(),
+            has_choices=c.has_choices,
+            has_gold=c._gold is not None,
+            choices_in_prompt=spec.metadata.choices_in_prompt,
+            uses_options=c.uses_options,
+            uses_rng=c.uses_rng,
+        )  # fmt: skip
 
     def localized(self, compiled: CompiledTemplate, language: str) -> CompiledTemplate:
         """The template in ``language``: its ``translations`` entry for that language (or its

@@ -27,22 +27,26 @@ Row = tuple[Any, ...]
 
 class Sink(RecordColumns):
     """The part's columns, as the stage fills them, and each record as one comparable row;
-    ``inline`` counts the records the loop built itself."""
+    ``inline`` counts the records the loop built itself (not through ``add``)."""
 
     def __init__(self, source: Source) -> None:
         super().__init__(source)
         self.rows: list[Row] = []
         self.inline = 0
+        self._adding = False
 
     def add(self, example: Example, rendered: Rendered) -> None:
-        super().add(example, rendered)
-        self.rows.append(_row(example, rendered))
+        self._adding = True
+        try:
+            super().add(example, rendered)
+        finally:
+            self._adding = False
 
-    def add_single(self, example: Example, *parts: Any) -> None:
-        super().add_single(example, *parts)
-        self.inline += 1
-        template_id, variant, system, user, output, choices, gold = parts
-        rendered = Rendered(template_id, variant, system, [(user, output)], choices, gold)
+    def add_turns(self, example: Example, *parts: Any) -> None:
+        super().add_turns(example, *parts)
+        self.inline += not self._adding
+        template_id, variant, system, turns, choices, gold = parts
+        rendered = Rendered(template_id, variant, system, list(turns), choices, gold)
         self.rows.append(_row(example, rendered))
 
 
